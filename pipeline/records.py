@@ -1,0 +1,142 @@
+"""Typed records passed between stages.
+
+Stages exchange Arrow tables whose schemas live in `pipeline.schemas`; inside a stage,
+rows are turned into these records so no anonymous dicts travel between functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Entity kinds and assertions of DESIGN.md's entities table.
+ENTITY_KINDS = (
+    "diagnosis",
+    "medication",
+    "allergy",
+    "vital",
+    "lab",
+    "procedure",
+    "demographic",
+    "encounter",
+)
+ASSERTIONS = ("present", "negated", "historical", "family", "hypothetical")
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Lineage of a page: where every record produced from it came from."""
+
+    facility_id: str
+    document_id: str
+    page_index: int
+
+
+@dataclass
+class OcrLine:
+    """One text line on a page, from OCR or from a PDF text layer.
+
+    `polygon` is the clockwise quadrilateral in page pixels at the rendered DPI,
+    `bbox` its axis-aligned bounds [x0, y0, x1, y1].
+    """
+
+    line_id: int
+    text: str
+    confidence: float
+    polygon: list[list[float]]
+    bbox: list[float]
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "OcrLine":
+        return cls(
+            line_id=int(row["line_id"]),
+            text=row["text"],
+            confidence=float(row["confidence"]),
+            polygon=[list(p) for p in row["polygon"]],
+            bbox=list(row["bbox"]),
+        )
+
+
+@dataclass
+class CodeCandidate:
+    """A terminology concept proposed for an entity, with why it matched."""
+
+    system: str
+    code: str
+    display: str
+    score: float
+    match: str
+
+
+@dataclass
+class Entity:
+    """One entity mention on one page; the row shape of the entities table."""
+
+    entity_id: str
+    kind: str
+    text: str
+    section: str
+    assertion: str
+    page_index: int
+    line_ids: list[int]
+    bbox: list[float]
+    ocr_confidence: float
+    # Normalised value fields; which ones are set depends on `kind`.
+    value: str | None = None
+    value_num: float | None = None
+    unit: str | None = None
+    reference_low: float | None = None
+    reference_high: float | None = None
+    interpretation: str | None = None
+    dose_value: float | None = None
+    dose_unit: str | None = None
+    route: str | None = None
+    frequency: str | None = None
+    attribute: str | None = None
+    # Coding, filled by the code stage.
+    code: str | None = None
+    code_system: str | None = None
+    code_display: str | None = None
+    code_score: float | None = None
+    candidates: list[CodeCandidate] = field(default_factory=list)
+    confidence: float = 0.0
+    flags: list[str] = field(default_factory=list)
+    requires_review: bool = False
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Entity":
+        values = dict(row)
+        values["candidates"] = [CodeCandidate(**c) for c in (row.get("candidates") or [])]
+        values["line_ids"] = list(row.get("line_ids") or [])
+        values["bbox"] = list(row.get("bbox") or [])
+        values["flags"] = list(row.get("flags") or [])
+        return cls(**values)
+
+
+@dataclass
+class PageError:
+    """Why a page left the model stages: lands in the quarantine table."""
+
+    stage: str
+    error_type: str
+    message: str
+
+
+@dataclass
+class DocumentBundle:
+    """One source document with every entity extracted from its pages: the input of FHIR assembly."""
+
+    facility_id: str
+    document_id: str
+    source_uri: str
+    media_type: str
+    document_type: str
+    page_count: int
+    patient_key: str
+    entities: list[Entity] = field(default_factory=list)

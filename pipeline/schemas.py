@@ -1,0 +1,136 @@
+"""The Arrow schemas of every table the pipeline reads, passes or writes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("facility_id", pa.string(), nullable=False),
+        pa.field("document_id", pa.string(), nullable=False),
+        pa.field("page_index", pa.int32(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("media_type", pa.string(), nullable=False),
+        pa.field("mrn", pa.string()),
+        pa.field("document_type", pa.string()),
+    ]
+)
+
+LINE_TYPE = pa.struct(
+    [
+        pa.field("line_id", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("polygon", pa.list_(pa.list_(pa.float32()))),
+        pa.field("bbox", pa.list_(pa.float32())),
+    ]
+)
+
+CANDIDATE_TYPE = pa.struct(
+    [
+        pa.field("system", pa.string()),
+        pa.field("code", pa.string()),
+        pa.field("display", pa.string()),
+        pa.field("score", pa.float32()),
+        pa.field("match", pa.string()),
+    ]
+)
+
+ENTITY_FIELDS = [
+    pa.field("entity_id", pa.string()),
+    pa.field("kind", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("section", pa.string()),
+    pa.field("assertion", pa.string()),
+    pa.field("page_index", pa.int32()),
+    pa.field("line_ids", pa.list_(pa.int32())),
+    pa.field("bbox", pa.list_(pa.float32())),
+    pa.field("ocr_confidence", pa.float32()),
+    pa.field("value", pa.string()),
+    pa.field("value_num", pa.float64()),
+    pa.field("unit", pa.string()),
+    pa.field("reference_low", pa.float64()),
+    pa.field("reference_high", pa.float64()),
+    pa.field("interpretation", pa.string()),
+    pa.field("dose_value", pa.float64()),
+    pa.field("dose_unit", pa.string()),
+    pa.field("route", pa.string()),
+    pa.field("frequency", pa.string()),
+    pa.field("attribute", pa.string()),
+    pa.field("code", pa.string()),
+    pa.field("code_system", pa.string()),
+    pa.field("code_display", pa.string()),
+    pa.field("code_score", pa.float32()),
+    pa.field("candidates", pa.list_(CANDIDATE_TYPE)),
+    pa.field("confidence", pa.float32()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("requires_review", pa.bool_()),
+]
+ENTITY_TYPE = pa.struct(ENTITY_FIELDS)
+
+TIMING_TYPE = pa.struct([pa.field("stage", pa.string()), pa.field("seconds", pa.float64())])
+
+# One row per manifest row, flowing through every stage; later stages fill later columns.
+PAGE_SCHEMA = pa.schema(
+    list(MANIFEST_SCHEMA)
+    + [
+        pa.field("image", pa.binary()),  # raw 8-bit grayscale pixels, dropped after OCR
+        pa.field("image_width", pa.int32()),
+        pa.field("image_height", pa.int32()),
+        pa.field("dpi", pa.int32()),
+        pa.field("text_source", pa.string()),  # "text_layer" | "ocr"
+        pa.field("lines", pa.list_(LINE_TYPE)),
+        pa.field("document_type_predicted", pa.string()),
+        pa.field("document_type_confidence", pa.float32()),
+        pa.field("entities", pa.list_(ENTITY_TYPE)),
+        pa.field("error_stage", pa.string()),
+        pa.field("error_type", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("timings", pa.list_(TIMING_TYPE)),
+    ]
+)
+
+# Written tables.
+PAGES_TABLE_SCHEMA = pa.schema(
+    [f for f in PAGE_SCHEMA if f.name not in ("image", "entities")]
+)
+
+ENTITIES_TABLE_SCHEMA = pa.schema(
+    [
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("patient_key", pa.string()),
+    ]
+    + ENTITY_FIELDS
+)
+
+FLAGS_TABLE_SCHEMA = pa.schema(
+    [
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("page_index", pa.int32()),
+        pa.field("entity_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("flag", pa.string()),
+        pa.field("bbox", pa.list_(pa.float32())),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("page_index", pa.int32()),
+        pa.field("source_uri", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("error_type", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("resource_type", pa.string()),  # set when a FHIR resource failed validation
+    ]
+)
+
+
+def page_rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows of the page schema (missing columns as nulls) -> an Arrow table."""
+    return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
