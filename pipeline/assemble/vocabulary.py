@@ -1,0 +1,240 @@
+"""Code systems and the small fixed value maps FHIR assembly uses.
+
+Everything here is a published code (HL7 terminology, UCUM, SNOMED CT route qualifiers,
+LOINC). A value that is not in a map is never guessed: callers keep it as text only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+CPT = "http://www.ama-assn.org/go/cpt"
+
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+OBSERVATION_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+DIAGNOSTIC_SERVICE_SECTION = "http://terminology.hl7.org/CodeSystem/v2-0074"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
+PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+# Short names the code stage or a site's config may use for a system, keyed after
+# `_system_key` folding ("ICD-10-CM", "icd10cm", "ICD_10_CM" all meet here).
+_SYSTEM_ALIASES = {
+    "icd10cm": ICD10CM,
+    "icd10pcs": ICD10PCS,
+    "rxnorm": RXNORM,
+    "loinc": LOINC,
+    "snomed": SNOMED,
+    "snomedct": SNOMED,
+    "sct": SNOMED,
+    "cpt": CPT,
+    "cpt4": CPT,
+    "ucum": UCUM,
+}
+
+
+def _system_key(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name).lower()
+
+
+def resolve_system(name: str | None) -> str | None:
+    """A code system name or URI -> its canonical URI; None when unknown.
+
+    URIs pass through unchanged so a site's licensed systems need no code change here.
+    """
+    if not name:
+        return None
+    if "://" in name or name.startswith(("urn:", "http:")):
+        return name
+    return _SYSTEM_ALIASES.get(_system_key(name))
+
+
+def dotted_icd10cm(code: str) -> str:
+    """ICD-10-CM codes are published dotted ("E11.9"); term files and OCR often drop the dot."""
+    code = code.strip().upper()
+    if "." in code or len(code) <= 3:
+        return code
+    return f"{code[:3]}.{code[3:]}"
+
+
+# Units as pages write them -> UCUM codes. Keys are matched case-insensitively because
+# pages are inconsistent ("mg/dl"), values are case-sensitive UCUM.
+_UCUM_CODES = {
+    "mg": "mg",
+    "mcg": "ug",
+    "ug": "ug",
+    "µg": "ug",
+    "g": "g",
+    "kg": "kg",
+    "ml": "mL",
+    "l": "L",
+    "[iu]": "[iU]",
+    "iu": "[iU]",
+    "unit": "[iU]",
+    "units": "[iU]",
+    "mm[hg]": "mm[Hg]",
+    "mmhg": "mm[Hg]",
+    "/min": "/min",
+    "bpm": "/min",
+    "beats/min": "/min",
+    "breaths/min": "/min",
+    "%": "%",
+    "[degf]": "[degF]",
+    "degf": "[degF]",
+    "°f": "[degF]",
+    "f": "[degF]",
+    "cel": "Cel",
+    "degc": "Cel",
+    "°c": "Cel",
+    "c": "Cel",
+    "[lb_av]": "[lb_av]",
+    "lb": "[lb_av]",
+    "lbs": "[lb_av]",
+    "cm": "cm",
+    "m": "m",
+    "[in_i]": "[in_i]",
+    "in": "[in_i]",
+    "kg/m2": "kg/m2",
+    "mg/dl": "mg/dL",
+    "g/dl": "g/dL",
+    "ug/dl": "ug/dL",
+    "mcg/dl": "ug/dL",
+    "mg/l": "mg/L",
+    "ng/ml": "ng/mL",
+    "pg/ml": "pg/mL",
+    "mmol/l": "mmol/L",
+    "umol/l": "umol/L",
+    "meq/l": "meq/L",
+    "u/l": "U/L",
+    "iu/l": "[IU]/L",
+    "miu/l": "m[IU]/L",
+    "uiu/ml": "u[IU]/mL",
+    "10*3/ul": "10*3/uL",
+    "k/ul": "10*3/uL",
+    "x10^3/ul": "10*3/uL",
+    "10*6/ul": "10*6/uL",
+    "m/ul": "10*6/uL",
+    "x10^6/ul": "10*6/uL",
+    "fl": "fL",
+    "pg": "pg",
+    "s": "s",
+    "sec": "s",
+    "ml/min/1.73m2": "mL/min/{1.73_m2}",
+}
+
+
+def ucum_code(unit: str | None) -> str | None:
+    """The UCUM code for a unit as written, or None when it is not a known unit."""
+    if not unit:
+        return None
+    return _UCUM_CODES.get(unit.strip().lower())
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One coding: enough to write a Coding element."""
+
+    system: str
+    code: str
+    display: str
+
+
+# SNOMED CT route qualifiers for the abbreviations medication lists use.
+_ROUTES = {
+    "po": Concept(SNOMED, "26643006", "Oral route"),
+    "oral": Concept(SNOMED, "26643006", "Oral route"),
+    "by mouth": Concept(SNOMED, "26643006", "Oral route"),
+    "iv": Concept(SNOMED, "47625008", "Intravenous route"),
+    "intravenous": Concept(SNOMED, "47625008", "Intravenous route"),
+    "im": Concept(SNOMED, "78421000", "Intramuscular route"),
+    "intramuscular": Concept(SNOMED, "78421000", "Intramuscular route"),
+    "sc": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "sq": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "subq": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "subcutaneous": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "sl": Concept(SNOMED, "37839007", "Sublingual route"),
+    "sublingual": Concept(SNOMED, "37839007", "Sublingual route"),
+    "pr": Concept(SNOMED, "37161004", "Rectal route"),
+    "rectal": Concept(SNOMED, "37161004", "Rectal route"),
+    "topical": Concept(SNOMED, "6064005", "Topical route"),
+}
+
+
+def route_concept(route: str | None) -> Concept | None:
+    """SNOMED CT route for a route as written ("PO", "oral"), or None when unknown."""
+    if not route:
+        return None
+    return _ROUTES.get(route.strip().lower().rstrip("."))
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Timing.repeat: `frequency` times per `period` `period_unit`, optionally at `when`."""
+
+    frequency: int
+    period: int
+    period_unit: str
+    when: str | None = None
+
+
+_FREQUENCIES = {
+    "QD": Repeat(1, 1, "d"),
+    "DAILY": Repeat(1, 1, "d"),
+    "BID": Repeat(2, 1, "d"),
+    "TID": Repeat(3, 1, "d"),
+    "QID": Repeat(4, 1, "d"),
+    "QOD": Repeat(1, 2, "d"),
+    "QHS": Repeat(1, 1, "d", when="HS"),
+}
+_EVERY_N_HOURS = re.compile(r"Q(\d{1,2})H")
+
+
+def frequency_repeat(frequency: str | None) -> Repeat | None:
+    """Timing.repeat for a sig abbreviation ("BID", "q.6.h."), or None when unknown."""
+    if not frequency:
+        return None
+    key = re.sub(r"[\s.\-]", "", frequency).upper()
+    if key in _FREQUENCIES:
+        return _FREQUENCIES[key]
+    hours = _EVERY_N_HOURS.fullmatch(key)
+    if hours and int(hours.group(1)) > 0:
+        return Repeat(1, int(hours.group(1)), "h")
+    return None
+
+
+_INTERPRETATIONS = {
+    "H": Concept(OBSERVATION_INTERPRETATION, "H", "High"),
+    "L": Concept(OBSERVATION_INTERPRETATION, "L", "Low"),
+    "N": Concept(OBSERVATION_INTERPRETATION, "N", "Normal"),
+    "A": Concept(OBSERVATION_INTERPRETATION, "A", "Abnormal"),
+    "HH": Concept(OBSERVATION_INTERPRETATION, "HH", "Critical high"),
+    "LL": Concept(OBSERVATION_INTERPRETATION, "LL", "Critical low"),
+}
+_INTERPRETATION_WORDS = {"HIGH": "H", "LOW": "L", "NORMAL": "N", "ABNORMAL": "A"}
+
+
+def interpretation_concept(flag: str | None) -> Concept | None:
+    """v3 ObservationInterpretation for a lab flag ("H", "low"), or None when unknown."""
+    if not flag:
+        return None
+    key = flag.strip().upper()
+    return _INTERPRETATIONS.get(_INTERPRETATION_WORDS.get(key, key))
+
+
+# US Core blood pressure profile: one panel Observation with the two readings as components.
+SYSTOLIC_BP = Concept(LOINC, "8480-6", "Systolic blood pressure")
+DIASTOLIC_BP = Concept(LOINC, "8462-4", "Diastolic blood pressure")
+BLOOD_PRESSURE_PANEL = Concept(LOINC, "85354-9", "Blood pressure panel with all children optional")
+LABORATORY_REPORT = Concept(LOINC, "11502-2", "Laboratory report")
