@@ -101,6 +101,7 @@ class Entity:
     code_system: str | None = None
     code_display: str | None = None
     code_score: float | None = None
+    ingredient_code: str | None = None  # RxNorm ingredient of a coded clinical drug, always kept
     candidates: list[CodeCandidate] = field(default_factory=list)
     confidence: float = 0.0
     flags: list[str] = field(default_factory=list)

@@ -62,6 +62,7 @@ ENTITY_FIELDS = [
     pa.field("code_system", pa.string()),
     pa.field("code_display", pa.string()),
     pa.field("code_score", pa.float32()),
+    pa.field("ingredient_code", pa.string()),
     pa.field("candidates", pa.list_(CANDIDATE_TYPE)),
     pa.field("confidence", pa.float32()),
     pa.field("flags", pa.list_(pa.string())),

@@ -1,0 +1,86 @@
+"""Code stage: each entity -> top-k terminology candidates with scores, and a chosen code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pipeline.records import Entity
+from pipeline.stages.base import Resources, Stage
+
+CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
+_VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
+
+
+class CodeStage(Stage):
+    """Looks entities up in the LanceDB index (opened once per actor) and picks a code.
+
+    Only billable ICD-10-CM codes are chosen; a header may stay a candidate. A medication
+    with a strength is coded to its clinical drug (SCD) when exactly one fits, else to the
+    ingredient, and the ingredient is always kept. No match leaves the code empty and flags
+    the entity: a default code never stands in for "not found".
+    """
+
+    name: ClassVar[str] = "code"
+    required_columns = Stage.required_columns + ("entities",)
+
+    def __init__(self, index_path: str, top_k: int = 5, min_score: float = 0.5,
+                 resources: Resources | None = None):
+        super().__init__(resources or Resources(num_cpus=0.5, batch_size=16, concurrency=1))
+        if not 1 <= top_k <= 50:
+            raise ValueError("top_k must be between 1 and 50")
+        self.index_path, self.top_k, self.min_score = index_path, top_k, min_score
+        self.index = None
+
+    def setup(self) -> None:
+        from pipeline.terminology import TerminologyIndex
+
+        self.index = TerminologyIndex(Path(self.index_path))
+
+    def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
+        entities = [Entity.from_row(e) for e in row["entities"] or []]
+        for entity in entities:
+            # "No known allergies" names no substance to code.
+            if entity.kind in CODED_KINDS and not (entity.kind == "allergy" and entity.assertion == "negated"):
+                self.code_entity(entity)
+        row["entities"] = [entity.to_row() for entity in entities]
+        return row
+
+    def code_entity(self, entity: Entity) -> None:
+        assert self.index is not None, "setup() opens the index"
+        query = entity.text
+        if entity.kind == "vital":
+            query = _VITAL_LOOKUP_NAMES.get(entity.attribute or "", entity.attribute or entity.text)
+        elif entity.kind in ("medication", "allergy") and entity.attribute:
+            query = entity.attribute
+        candidates = self.index.candidates(entity.kind, query, self.top_k)
+        entity.candidates = candidates
+        chosen = next(
+            (c for c in candidates if c.score >= self.min_score and self._choosable(c.system, c.code)), None
+        )
+        if chosen is None:
+            entity.flags.append("uncoded")
+            return
+        entity.code, entity.code_system, entity.code_display, entity.code_score = (
+            chosen.code, chosen.system, chosen.display, chosen.score)
+        if entity.kind == "medication":
+            self._refine_to_clinical_drug(entity)
+        elif entity.kind == "allergy":
+            entity.ingredient_code = self.index.concept(chosen.system, chosen.code).ingredient
+        entity.confidence = round(entity.confidence * chosen.score, 4)
+
+    def _choosable(self, system: str, code: str) -> bool:
+        concept = self.index.concept(system, code)
+        return concept is not None and concept.billable
+
+    def _refine_to_clinical_drug(self, entity: Entity) -> None:
+        concept = self.index.concept(entity.code_system, entity.code)
+        entity.ingredient_code = concept.ingredient if concept else None
+        if not entity.ingredient_code or entity.dose_value is None:
+            return
+        strength_mg = {"mg": 1.0, "mcg": 0.001, "g": 1000.0}.get(entity.dose_unit or "")
+        if strength_mg is None:
+            return
+        drug = self.index.clinical_drug(entity.ingredient_code, entity.dose_value * strength_mg, entity.value)
+        if drug is not None:
+            entity.code, entity.code_display = drug.code, drug.display

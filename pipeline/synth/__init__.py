@@ -1,0 +1,1 @@
+"""Synthetic medical records for demos, tests and benchmarks."""

@@ -1,0 +1,98 @@
+"""`medrec synth`: a reproducible corpus of synthetic scanned records with gold JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import pymupdf
+
+from pipeline.manifest import document_id_for
+from pipeline.synth import catalogue as cat
+from pipeline.synth.documents import BUILDERS, SynthDocument
+from pipeline.synth.patients import make_patient, make_visit
+from pipeline.synth.render import write_born_digital_pdf, write_scanned
+
+log = logging.getLogger(__name__)
+
+RECORDS_DIR = "records"
+GOLD_DIR = "gold"
+
+
+def _pick_file_kind(rng: random.Random, document: SynthDocument) -> tuple[str, bool]:
+    """(suffix, born_digital): roughly a quarter born-digital PDFs, the rest scans."""
+    if rng.random() < 0.25:
+        return ".pdf", True
+    if len(document.pages) > 1:
+        return rng.choice((".pdf", ".tif")), False
+    return rng.choice((".jpg", ".jpg", ".png")), False
+
+
+def write_bad_files(records: Path) -> list[str]:
+    """Inputs an archive really contains: corrupt, encrypted, empty, truncated, unsupported."""
+    folder = records / "fac-north" / "bad"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 8)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "unsupported.docx").write_bytes(b"PK\x03\x04 not a page image")
+    encrypted = pymupdf.open()
+    encrypted.new_page().insert_text((72, 72), "locked")
+    encrypted.save(folder / "encrypted.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="secret",
+                   owner_pw="owner")
+    truncated = folder / "truncated.jpg"
+    from PIL import Image  # local: only this helper needs a throwaway image
+
+    Image.new("L", (400, 300), 200).save(truncated, format="JPEG")
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    return sorted(str(p.relative_to(records)) for p in folder.iterdir())
+
+
+def generate_corpus(output: Path, n_documents: int, seed: int, dpi: int = 150,
+                    include_bad_files: bool = False) -> dict:
+    """Write `n_documents` documents under output/records and one gold JSON each under output/gold."""
+    if n_documents < 1:
+        raise ValueError("n_documents must be at least 1")
+    rng = random.Random(seed)
+    records, gold_dir = output / RECORDS_DIR, output / GOLD_DIR
+    records.mkdir(parents=True, exist_ok=True)
+    gold_dir.mkdir(parents=True, exist_ok=True)
+    facilities = list(cat.FACILITIES.items())
+    types = list(BUILDERS)
+    written, pages = 0, 0
+    patient_number = 0
+    while written < n_documents:
+        facility_index = patient_number % len(facilities)
+        facility_id, facility_name = facilities[facility_index]
+        patient = make_patient(rng, facility_index, patient_number)
+        visit = make_visit(rng, patient)
+        # Two documents per patient, so assembly must join a patient across documents.
+        for document_type in rng.sample(types, min(2, n_documents - written)):
+            document = BUILDERS[document_type](rng, patient, visit, facility_name)
+            suffix, born_digital = _pick_file_kind(rng, document)
+            relative = Path(facility_id) / f"{document_type}-{written:04d}{suffix}"
+            path = records / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if born_digital:
+                write_born_digital_pdf(document, path)
+            else:
+                write_scanned(document, path, rng, dpi)
+            gold = {
+                "document_id": document_id_for(str(relative)),
+                "file": str(relative),
+                "facility_id": facility_id,
+                "born_digital": born_digital,
+                "page_count": len(document.pages),
+                **document.gold,
+            }
+            (gold_dir / f"{gold['document_id']}.json").write_text(json.dumps(gold, indent=1))
+            written += 1
+            pages += len(document.pages)
+        patient_number += 1
+    bad = write_bad_files(records) if include_bad_files else []
+    summary = {"documents": written, "pages": pages, "patients": patient_number,
+               "facilities": len({f for f, _ in facilities[:patient_number]}), "bad_files": bad,
+               "records": str(records), "gold": str(gold_dir)}
+    log.info("synthetic corpus: %d documents, %d pages, %d patients", written, pages, patient_number)
+    return summary

@@ -1,0 +1,133 @@
+"""`medrec index build`: release files -> one LanceDB database with a full-text index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+from lancedb.index import FTS
+
+from terminology_index import ICD10CM
+from terminology_index import readers as r
+from terminology_index.concepts import CONCEPT_SCHEMA, Concept
+
+log = logging.getLogger(__name__)
+
+CONCEPTS_TABLE = "concepts"
+RELEASES_FILE = "releases.json"
+
+
+@dataclass(frozen=True)
+class IndexSources:
+    """Which release files go into the index; None leaves a source out.
+
+    The starter LOINC/RxNorm sets and the clinical ICD-10-CM synonyms are always included.
+    """
+
+    icd10cm_xml: str | None = "bundled"  # "bundled": the CDC XML inside simple-icd-10-cm
+    icd10cm_tsv: str | None = None
+    icd10cm_order_file: str | None = None
+    rxnorm_rrf_dir: str | None = None
+    rxnorm_concepts_tsv: str | None = None
+    rxnorm_relations_tsv: str | None = None
+    loinc_table: str | None = None
+
+
+def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Concept]]]:
+    inputs: list[tuple[str, Path, Iterator[Concept]]] = []
+    if sources.icd10cm_xml:
+        path = r.bundled_icd10cm_xml() if sources.icd10cm_xml == "bundled" else Path(sources.icd10cm_xml)
+        inputs.append(("icd10cm-tabular-xml", path, r.read_icd10cm_tabular_xml(path)))
+    if sources.icd10cm_tsv:
+        inputs.append(("icd10cm-tsv", Path(sources.icd10cm_tsv), r.read_icd10cm_tsv(Path(sources.icd10cm_tsv))))
+    if sources.icd10cm_order_file:
+        path = Path(sources.icd10cm_order_file)
+        inputs.append(("icd10cm-order", path, r.read_icd10cm_order_file(path)))
+    if sources.rxnorm_rrf_dir:
+        rrf = Path(sources.rxnorm_rrf_dir)
+        inputs.append(("rxnorm-rrf", rrf, r.read_rxnorm_rrf(rrf / "RXNCONSO.RRF", rrf / "RXNREL.RRF")))
+    if sources.rxnorm_concepts_tsv:
+        path = Path(sources.rxnorm_concepts_tsv)
+        relations = Path(sources.rxnorm_relations_tsv) if sources.rxnorm_relations_tsv else None
+        inputs.append(("rxnorm-tsv", path, r.read_rxnorm_tsv(path, relations)))
+    if sources.loinc_table:
+        inputs.append(("loinc-table", Path(sources.loinc_table), r.read_loinc_csv(Path(sources.loinc_table))))
+    return inputs
+
+
+def _fingerprint(path: Path) -> str:
+    if path.is_dir():
+        return "dir"
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def index_version(sources: IndexSources) -> str:
+    """A short id of exactly which release files (by content) an index is built from."""
+    parts = [json.dumps(asdict(sources), sort_keys=True)]
+    for name, path, _ in _release_inputs(sources):
+        parts.append(f"{name}:{_fingerprint(path)}")
+    for starter in ("loinc_starter.tsv", "rxnorm_starter.tsv", "icd10cm_synonyms.tsv"):
+        parts.append(hashlib.sha256((Path(__file__).parent / "data" / starter).read_bytes()).hexdigest()[:16])
+    return "tix-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def _unique(concepts: Iterable[Concept]) -> Iterator[Concept]:
+    seen: set[tuple[str, str, str]] = set()
+    for concept in concepts:
+        key = (concept.system, concept.code, concept.term.lower())
+        if key not in seen:
+            seen.add(key)
+            yield concept
+
+
+def build_index(sources: IndexSources, output: Path) -> dict:
+    """Build the index at `output` (a LanceDB folder) and return its release record."""
+    started = time.perf_counter()
+    concepts: list[Concept] = []
+    releases = []
+    for name, path, rows in _release_inputs(sources):
+        before = len(concepts)
+        concepts.extend(rows)
+        releases.append({"source": name, "path": str(path), "terms": len(concepts) - before})
+    concepts.extend(r.read_loinc_starter())
+    concepts.extend(r.read_rxnorm_starter())
+    icd_displays = {c.code: c.display for c in concepts if c.system == ICD10CM and c.term_type == "preferred"}
+    concepts.extend(r.read_icd10cm_clinical_synonyms(icd_displays))
+    releases.append({"source": "medrec-starter-sets", "path": "terminology_index/data", "terms": 0})
+    unique = list(_unique(concepts))
+    table = pa.Table.from_pylist([asdict(c) for c in unique], schema=CONCEPT_SCHEMA)
+    output.mkdir(parents=True, exist_ok=True)
+    db = lancedb.connect(str(output))
+    concepts_table = db.create_table(CONCEPTS_TABLE, table, mode="overwrite")
+    concepts_table.create_index("term", config=FTS(with_position=False), replace=True)
+    record = {
+        "version": index_version(sources),
+        "built_seconds": round(time.perf_counter() - started, 2),
+        "terms": len(unique),
+        "releases": releases,
+    }
+    (output / RELEASES_FILE).write_text(json.dumps(record, indent=1))
+    log.info("terminology index %s: %d terms in %.1fs", record["version"], len(unique), record["built_seconds"])
+    return record
+
+
+def ensure_index(sources: IndexSources, output: Path) -> dict:
+    """Open the record of an index built from exactly these sources, building it if needed."""
+    record_path = output / RELEASES_FILE
+    wanted = index_version(sources)
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("version") == wanted:
+            return record
+    return build_index(sources, output)
