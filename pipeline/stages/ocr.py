@@ -1,0 +1,215 @@
+"""OCR stage: page images -> text lines with polygon, box and confidence (PaddleOCR, ONNX)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.ocr_models import ensure_ocr_model_dirs
+from pipeline.stages.base import PageFailure, Resources, Stage
+
+logger = logging.getLogger(__name__)
+
+TEXT_LAYER = "text_layer"
+OCR = "ocr"
+
+# Set before paddleocr is imported: no model-hoster probe, no Hub calls, no ORT telemetry
+# under $HOME. Production sites are air-gapped and models only ever come from local dirs.
+_OFFLINE_ENV = {
+    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
+    "HF_HUB_OFFLINE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+}
+
+
+class OcrStage(Stage):
+    """Recognise text lines on page images that have no usable text layer.
+
+    Pages whose `text_source` is "text_layer" already carry their lines from the render
+    stage and pass through; every page leaves with its image dropped.
+    """
+
+    name: ClassVar[str] = "ocr"
+    required_columns: ClassVar[tuple[str, ...]] = Stage.required_columns + (
+        "image",
+        "image_width",
+        "image_height",
+        "text_source",
+        "lines",
+    )
+
+    def __init__(
+        self,
+        model_dir: str,
+        cpu_threads: int = 1,
+        det_limit_side_len: int = 1664,
+        min_confidence: float = 0.0,
+        source_dir: str | None = None,
+        resources: Resources | None = None,
+    ):
+        """
+        Args:
+            model_dir: root under which the det/rec model dirs are built (e.g.
+                `~/.cache/medrec/models`).
+            cpu_threads: ONNX Runtime intra-op threads per actor; actors x threads should
+                not exceed the node's cores.
+            det_limit_side_len: longest side the detector sees; 1664 (1650 rounded up to
+                the detector's multiple of 32) keeps a 150 DPI letter page (1275x1650)
+                at full resolution, larger pages are scaled down.
+            min_confidence: recognised lines below this are dropped (and counted).
+            source_dir: folder with the PP-OCRv6 small ONNX files; None means the
+                rapidocr wheel's `models/`.
+        """
+        super().__init__(resources)
+        if cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
+        if det_limit_side_len < 32:
+            raise ValueError(f"det_limit_side_len must be >= 32, got {det_limit_side_len}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.model_dir = model_dir
+        self.cpu_threads = cpu_threads
+        self.det_limit_side_len = det_limit_side_len
+        self.min_confidence = min_confidence
+        self.source_dir = source_dir
+        self.counters: Counter[str] = Counter()
+        self._engine: Any = None
+
+    def setup(self) -> None:
+        """Build or reuse the local model dirs and load PaddleOCR once per worker."""
+        os.environ.update(_OFFLINE_ENV)
+        from paddleocr import PaddleOCR
+
+        dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
+        self._engine = PaddleOCR(
+            engine="onnxruntime",
+            # With engine="onnxruntime" PaddleOCR ignores `cpu_threads`; ORT session
+            # options go through engine_config (paddlex ONNXRuntimeRunnerConfig).
+            engine_config={
+                "intra_op_num_threads": self.cpu_threads,
+                "inter_op_num_threads": 1,
+            },
+            device="cpu",
+            text_detection_model_name=dirs.det_model_name,
+            text_detection_model_dir=str(dirs.det_model_dir),
+            text_recognition_model_name=dirs.rec_model_name,
+            text_recognition_model_dir=str(dirs.rec_model_dir),
+            # Scans are upright; the line-angle classifier reversed a third of upright lines.
+            use_doc_orientation_classify=False,
+            use_doc_unwarping=False,
+            use_textline_orientation=False,
+            text_det_limit_side_len=self.det_limit_side_len,
+            text_det_limit_type="max",
+        )
+        logger.info(
+            "ocr engine ready: det=%s rec=%s dir=%s threads=%d",
+            dirs.det_model_name,
+            dirs.rec_model_name,
+            self.model_dir,
+            self.cpu_threads,
+        )
+
+    def process_pages(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Decode every image page, run them through one predict call, attach lines."""
+        done: list[dict[str, Any]] = []
+        pixels: dict[int, np.ndarray] = {}
+        for index, row in enumerate(rows):
+            if row["text_source"] == TEXT_LAYER:
+                self.counters["pages_text_layer"] += 1
+                done.append({**row, "image": None})
+                continue
+            decoded = self._guarded(self._decode_into, row, pixels, index)
+            if decoded.get("error_stage"):
+                self.counters["pages_failed"] += 1
+            done.append(decoded)
+        if pixels:
+            indices = sorted(pixels)
+            results = self._engine.predict([pixels[i] for i in indices])
+            for index, result in zip(indices, results, strict=True):
+                lines = self._lines_from_result(result, rows[index])
+                done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines}
+                self.counters["pages_ocr"] += 1
+                logger.debug(
+                    "ocr page %s/%s/%s: %d lines",
+                    rows[index]["facility_id"],
+                    rows[index]["document_id"],
+                    rows[index]["page_index"],
+                    len(lines),
+                )
+        return done
+
+    def _decode_into(
+        self, row: dict[str, Any], pixels: dict[int, np.ndarray], index: int
+    ) -> dict[str, Any]:
+        # Runs under `_guarded` so a bad image becomes an error row; good pixels wait
+        # in `pixels` for the batch's single predict call.
+        pixels[index] = decode_gray_page(row)
+        return row
+
+    def _lines_from_result(self, result: Any, row: dict[str, Any]) -> list[dict[str, Any]]:
+        bounds = np.array([row["image_width"], row["image_height"]], dtype=np.float32)
+        kept: list[tuple[str, float, np.ndarray]] = []
+        for text, score, poly in zip(
+            result["rec_texts"], result["rec_scores"], result["rec_polys"], strict=True
+        ):
+            if not text.strip():
+                self.counters["lines_dropped_empty"] += 1
+            elif score < self.min_confidence:
+                self.counters["lines_dropped_low_confidence"] += 1
+            else:
+                polygon = np.clip(np.asarray(poly, dtype=np.float32).reshape(4, 2), 0, bounds)
+                kept.append((text, float(score), polygon))
+        self.counters["lines"] += len(kept)
+        order = reading_order([polygon for _, _, polygon in kept])
+        return [
+            {
+                "line_id": line_id,
+                "text": kept[i][0],
+                "confidence": kept[i][1],
+                "polygon": kept[i][2].tolist(),
+                "bbox": [*kept[i][2].min(axis=0).tolist(), *kept[i][2].max(axis=0).tolist()],
+            }
+            for line_id, i in enumerate(order)
+        ]
+
+
+def decode_gray_page(row: dict[str, Any]) -> np.ndarray:
+    """Raw 8-bit grayscale bytes of a page row -> an HxWx3 uint8 array, as PaddleOCR expects."""
+    image, width, height = row["image"], row["image_width"], row["image_height"]
+    if image is None:
+        raise PageFailure("undecodable_image", "page has no image to OCR")
+    if width is None or height is None or width <= 0 or height <= 0:
+        raise PageFailure("undecodable_image", f"invalid image size {width}x{height}")
+    if len(image) != width * height:
+        raise PageFailure(
+            "undecodable_image",
+            f"image has {len(image)} bytes, expected {width}x{height}={width * height}",
+        )
+    gray = np.frombuffer(image, np.uint8).reshape(height, width)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def reading_order(polygons: list[np.ndarray]) -> list[int]:
+    """Indices of 4x2 polygons in reading order: top-to-bottom, then left-to-right.
+
+    A polygon whose vertical centre falls inside the vertical span of a row's first
+    polygon joins that row, so a label and its value on one baseline read left to right
+    even when their tops differ by a few pixels.
+    """
+    by_top = sorted(
+        range(len(polygons)), key=lambda i: (polygons[i][:, 1].min(), polygons[i][:, 0].min())
+    )
+    rows: list[list[int]] = []
+    row_bottom = float("-inf")
+    for i in by_top:
+        ys = polygons[i][:, 1]
+        if rows and (ys.min() + ys.max()) / 2 <= row_bottom:
+            rows[-1].append(i)
+        else:
+            rows.append([i])
+            row_bottom = float(ys.max())
+    return [i for row in rows for i in sorted(row, key=lambda i: polygons[i][:, 0].min())]
