@@ -25,6 +25,14 @@ import yaml
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ROOT = Path("~/.cache/medrec/models")
+
+# No model-hoster probe, no Hub calls, and no ONNX Runtime telemetry file under $HOME.
+# ORT reads its variable at import, so these must be set before onnxruntime is imported.
+OFFLINE_ENV = {
+    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
+    "HF_HUB_OFFLINE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+}
 MODEL_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"
 
@@ -85,6 +93,11 @@ class OcrModelDirs:
     rec_model_dir: Path
 
 
+def use_offline_environment() -> None:
+    """Set OFFLINE_ENV in this process; call before importing onnxruntime or paddleocr."""
+    os.environ.update(OFFLINE_ENV)
+
+
 def rapidocr_models_dir() -> Path | None:
     """The `models/` folder of the installed rapidocr wheel, located without importing it."""
     spec = importlib.util.find_spec("rapidocr")
@@ -127,6 +140,7 @@ def read_character_dict(rec_onnx: Path) -> list[str]:
     Checked against the output width: CTC adds a blank in front and PaddleX a space at
     the end, so a mismatch means the file is not the PP-OCR rec model it claims to be.
     """
+    use_offline_environment()
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(rec_onnx), providers=["CPUExecutionProvider"])

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.ocr_models import ensure_ocr_model_dirs
+from pipeline.ocr_models import ensure_ocr_model_dirs, use_offline_environment
 from pipeline.stages.base import PageFailure, Resources, Stage
 
 logger = logging.getLogger(__name__)
 
 TEXT_LAYER = "text_layer"
 OCR = "ocr"
-
-# Set before paddleocr is imported: no model-hoster probe, no Hub calls, no ORT telemetry
-# under $HOME. Production sites are air-gapped and models only ever come from local dirs.
-_OFFLINE_ENV = {
-    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
-    "HF_HUB_OFFLINE": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-}
 
 
 class OcrStage(Stage):
@@ -81,7 +72,8 @@ class OcrStage(Stage):
 
     def setup(self) -> None:
         """Build or reuse the local model dirs and load PaddleOCR once per worker."""
-        os.environ.update(_OFFLINE_ENV)
+        # Production sites are air-gapped: models only ever come from local dirs.
+        use_offline_environment()
         from paddleocr import PaddleOCR
 
         dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
