@@ -1,0 +1,97 @@
+"""The `medrec` command: `medrec COMMAND key=value ...` with Hydra overrides.
+
+  medrec synth output=DIR n_documents=N seed=S [include_bad_files=true]
+  medrec manifest input=DIR output=FILE.parquet [facility_id=ID]
+  medrec run input=DIR_OR_MANIFEST output=DIR [ocr.…=… resources.…=…]
+  medrec demo [output=DIR n_documents=N]
+  medrec index build [terminology=shared] [terminology.index_path=DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pipeline.ray_adapter import OFFLINE_ENV
+
+COMMANDS = ("synth", "manifest", "run", "demo", "index")
+
+
+def _synth(cfg) -> dict:
+    from pipeline.synth.corpus import generate_corpus
+
+    if not cfg.output:
+        raise ValueError("synth needs output=FOLDER")
+    return generate_corpus(Path(cfg.output), cfg.n_documents, cfg.seed, dpi=cfg.render.dpi,
+                           include_bad_files=cfg.include_bad_files)
+
+
+def _print_run(report) -> None:
+    from pipeline.report import render_markdown
+
+    print(render_markdown(report))
+    print(f"output: {report.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.update(OFFLINE_ENV)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command, overrides = argv[0], argv[1:]
+    if command == "index":
+        if not overrides or overrides[0] != "build":
+            print("usage: medrec index build [terminology=shared] [terminology.index_path=DIR]", file=sys.stderr)
+            return 2
+        overrides = overrides[1:]
+
+    from pipeline.config import expand, load_config
+
+    if command == "demo" and not any(o.startswith("output=") for o in overrides):
+        overrides.append(f"output=medrec-demo/{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = load_config(overrides)
+
+    if command == "synth":
+        print(json.dumps(_synth(cfg), indent=1))
+    elif command == "manifest":
+        from pipeline.manifest import write_manifest
+
+        if not cfg.input or not cfg.output:
+            raise ValueError("manifest needs input=FOLDER output=FILE.parquet")
+        table = write_manifest(expand(cfg.input), expand(cfg.output), cfg.facility_id)
+        print(f"{table.num_rows} pages -> {expand(cfg.output)}")
+    elif command == "index":
+        from terminology_index.build import IndexSources, build_index
+
+        record = build_index(IndexSources(**cfg.terminology.sources.model_dump()), expand(cfg.terminology.index_path))
+        print(json.dumps(record, indent=1))
+    elif command == "run":
+        from pipeline.run import run_pipeline
+
+        report = run_pipeline(cfg)
+        _print_run(report)
+        return 0 if report.conserved else 1
+    elif command == "demo":
+        from pipeline.run import run_pipeline
+
+        root = expand(cfg.output)
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(f"demo writes into a fresh folder; {root} is not empty")
+        corpus = _synth(cfg.model_copy(update={"output": str(root / "corpus"), "include_bad_files": True}))
+        print(f"synthetic corpus: {corpus['documents']} documents, {corpus['pages']} pages, "
+              f"{corpus['facilities']} facilities, {len(corpus['bad_files'])} bad files -> {root / 'corpus'}")
+        report = run_pipeline(cfg.model_copy(update={"input": corpus["records"], "output": str(root / "output")}))
+        _print_run(report)
+        return 0 if report.conserved else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

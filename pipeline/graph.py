@@ -1,0 +1,53 @@
+"""The one place the graph is composed: manifest -> render -> ocr -> classify -> extract -> code -> validate."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import ray.data
+
+from pipeline.config import MedrecConfig, expand
+from pipeline.ray_adapter import apply_stage
+from pipeline.stages.base import Resources, Stage
+from pipeline.stages.classify import ClassifyStage
+from pipeline.stages.code import CodeStage
+from pipeline.stages.extract import LexiconExtractStage
+from pipeline.stages.ocr import OcrStage
+from pipeline.stages.render import RenderStage
+from pipeline.stages.validate import ValidateStage, ValidationConfig
+
+
+def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
+    """Each stage as a zero-argument factory, in graph order; Ray builds one per worker."""
+    res = cfg.resources
+    tasks = Resources(num_cpus=res.tasks.cpus, batch_size=res.tasks.batch_size)
+    index_path = str(expand(cfg.terminology.index_path))
+    return [
+        partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
+                max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
+                resources=tasks),
+        partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads_per_actor,
+                det_limit_side_len=cfg.ocr.det_limit_side_len,
+                resources=Resources(num_cpus=res.ocr.cpus_per_actor, batch_size=res.ocr.batch_size,
+                                    concurrency=res.ocr.actors)),
+        partial(ClassifyStage, resources=tasks),
+        partial(LexiconExtractStage, index_path=index_path,
+                resources=Resources(num_cpus=res.extract.cpus_per_actor, batch_size=res.extract.batch_size,
+                                    concurrency=res.extract.actors)),
+        partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
+                resources=Resources(num_cpus=res.code.cpus_per_actor, batch_size=res.code.batch_size,
+                                    concurrency=res.code.actors)),
+        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=tasks),
+    ]
+
+
+def build_graph(cfg: MedrecConfig, manifest_path: str, pages: int) -> ray.data.Dataset:
+    """The lazy dataset of validated page rows; nothing runs until it is consumed."""
+    # Small blocks let render and OCR work on different pages at once from the first page;
+    # the read is cheap, so it asks for a sliver of a CPU and never waits behind the OCR pool.
+    blocks = max(1, -(-pages // cfg.resources.tasks.batch_size))
+    dataset = ray.data.read_parquet(manifest_path, num_cpus=cfg.resources.tasks.cpus, override_num_blocks=blocks)
+    for factory in stage_factories(cfg):
+        dataset = apply_stage(dataset, factory)
+    return dataset

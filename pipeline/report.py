@@ -1,0 +1,116 @@
+"""The run report: conservation of pages, counts by stage and kind, throughput; JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.tables import PageTableWriter
+
+
+@dataclass
+class RunReport:
+    pages_in: int
+    pages_processed: int
+    pages_quarantined: int
+    pages_unaccounted: int
+    duplicate_pages_dropped: int
+    documents: int
+    quarantine_by_reason: dict[str, int]
+    entities_by_kind: dict[str, int]
+    entities_requiring_review: int
+    flags: int
+    resources_by_type: dict[str, int]
+    resources_failed_validation: int
+    entities_not_written_by_reason: dict[str, int]
+    stage_busy_seconds: dict[str, float]
+    wall_seconds: float
+    graph_seconds: float
+    first_output_seconds: float | None
+    pages_per_minute: float
+    pipeline_version: str
+    terminology_version: str
+    output: str
+
+    @property
+    def conserved(self) -> bool:
+        return self.pages_unaccounted == 0 and self.pages_in == self.pages_processed + self.pages_quarantined
+
+    @classmethod
+    def build(cls, *, pages_in: int, tables: PageTableWriter, entity_counts: dict[str, int], resources: dict[str, int],
+              resource_failures: int, skipped: dict[str, int], wall_seconds: float, graph_seconds: float,
+              first_output_seconds: float | None, pipeline_version: str, terminology_version: str,
+              output: Path) -> "RunReport":
+        quarantine = pq.read_table(output / "quarantine.parquet", columns=["stage", "error_type", "resource_type"])
+        reasons = Counter(
+            f"{stage}:{error}" for stage, error, resource in zip(*(c.to_pylist() for c in quarantine.columns))
+            if resource is None
+        )
+        processed = tables.pages.rows
+        quarantined = sum(reasons.values())
+        counts = dict(entity_counts)
+        return cls(
+            pages_in=pages_in,
+            pages_processed=processed,
+            pages_quarantined=quarantined,
+            pages_unaccounted=pages_in - processed - quarantined,
+            duplicate_pages_dropped=tables.duplicate_pages,
+            documents=len(tables.documents),
+            quarantine_by_reason=dict(sorted(reasons.items())),
+            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags")},
+            entities_requiring_review=counts.get("requires_review", 0),
+            flags=counts.get("flags", 0),
+            resources_by_type=dict(sorted(resources.items())),
+            resources_failed_validation=resource_failures,
+            entities_not_written_by_reason=dict(sorted(skipped.items())),
+            stage_busy_seconds={k: round(v, 2) for k, v in tables.stage_seconds.items()},
+            wall_seconds=round(wall_seconds, 2),
+            graph_seconds=round(graph_seconds, 2),
+            first_output_seconds=round(first_output_seconds, 2) if first_output_seconds else None,
+            pages_per_minute=round(pages_in / wall_seconds * 60, 2) if wall_seconds else 0.0,
+            pipeline_version=pipeline_version,
+            terminology_version=terminology_version,
+            output=str(output),
+        )
+
+
+def render_markdown(report: RunReport) -> str:
+    lines = [
+        "# medrec run report",
+        "",
+        f"- pipeline: {report.pipeline_version}; terminology index: {report.terminology_version}",
+        f"- pages in {report.pages_in} = processed {report.pages_processed} + quarantined "
+        f"{report.pages_quarantined} ({'conserved' if report.conserved else 'NOT CONSERVED: ' + str(report.pages_unaccounted) + ' unaccounted'})",
+        f"- documents {report.documents}; wall {report.wall_seconds}s; {report.pages_per_minute} pages/min; "
+        f"first output after {report.first_output_seconds}s",
+        "",
+        "| stage | busy seconds |",
+        "|---|---:|",
+        *[f"| {stage} | {seconds} |" for stage, seconds in report.stage_busy_seconds.items()],
+        "",
+        "| quarantine reason | pages |",
+        "|---|---:|",
+        *[f"| {reason} | {count} |" for reason, count in report.quarantine_by_reason.items()],
+        "",
+        "| entity kind | mentions |",
+        "|---|---:|",
+        *[f"| {kind} | {count} |" for kind, count in report.entities_by_kind.items()],
+        f"| (requiring review) | {report.entities_requiring_review} |",
+        "",
+        "| FHIR resource | count |",
+        "|---|---:|",
+        *[f"| {kind} | {count} |" for kind, count in report.resources_by_type.items()],
+        f"| (failed validation, quarantined) | {report.resources_failed_validation} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: RunReport, output: Path) -> None:
+    payload = {**asdict(report), "conserved": report.conserved}
+    (output / "report.json").write_text(json.dumps(payload, indent=1))
+    (output / "report.md").write_text(render_markdown(report))

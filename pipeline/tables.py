@@ -1,0 +1,164 @@
+"""Streaming Parquet writers for the output tables, and the per-document index kept while writing.
+
+The driver consumes the graph batch by batch: page rows go to `tables/pages.parquet`,
+their entities to a staging file, failed pages to the quarantine table. Only a small
+summary per document is held in memory (patient key votes, type votes, page count).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.schemas import (
+    ENTITIES_TABLE_SCHEMA,
+    ENTITY_FIELDS,
+    FLAGS_TABLE_SCHEMA,
+    PAGES_TABLE_SCHEMA,
+    QUARANTINE_SCHEMA,
+)
+
+STAGED_ENTITY_SCHEMA = pa.schema([pa.field("facility_id", pa.string()), pa.field("document_id", pa.string())]
+                                 + ENTITY_FIELDS)
+
+# Document context carried on every entity row so assembly needs nothing else.
+DOCUMENT_FIELDS = [
+    pa.field("source_uri", pa.string()),
+    pa.field("media_type", pa.string()),
+    pa.field("document_type", pa.string()),
+    pa.field("page_count", pa.int32()),
+]
+ASSEMBLY_INPUT_SCHEMA = pa.schema(list(ENTITIES_TABLE_SCHEMA) + DOCUMENT_FIELDS)
+
+
+@dataclass
+class DocumentSummary:
+    """What the run learns about one document while its pages stream past."""
+
+    facility_id: str
+    source_uri: str
+    media_type: str
+    pages_ok: int = 0
+    pages_failed: int = 0
+    mrn_votes: Counter[str] = field(default_factory=Counter)
+    type_votes: Counter[str] = field(default_factory=Counter)
+    mrn_hint: str | None = None
+    type_hint: str | None = None
+
+    @property
+    def document_type(self) -> str:
+        if self.type_hint:
+            return self.type_hint
+        return self.type_votes.most_common(1)[0][0] if self.type_votes else "other"
+
+    def patient_key(self, document_id: str) -> str:
+        """Facility + MRN when the pages show one; else the document stands alone (and is flagged)."""
+        mrn = self.mrn_hint or (self.mrn_votes.most_common(1)[0][0] if self.mrn_votes else None)
+        return f"{self.facility_id}|mrn:{mrn}" if mrn else f"{self.facility_id}|doc:{document_id}"
+
+
+class _Writer:
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path, self.schema, self.rows = path, schema, 0
+        self._writer = pq.ParquetWriter(path, schema)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class PageTableWriter:
+    """Splits each streamed batch of page rows into the pages, staged-entities and quarantine tables."""
+
+    def __init__(self, tables_dir: Path, quarantine_path: Path):
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        self.pages = _Writer(tables_dir / "pages.parquet", PAGES_TABLE_SCHEMA)
+        self.staged_entities = _Writer(tables_dir / "_entities_staged.parquet", STAGED_ENTITY_SCHEMA)
+        self.quarantine = _Writer(quarantine_path, QUARANTINE_SCHEMA)
+        self.documents: dict[str, DocumentSummary] = {}
+        self.stage_seconds: Counter[str] = Counter()
+        self.seen_pages: set[tuple[str, int]] = set()
+        self.duplicate_pages = 0
+
+    def write_batch(self, batch: pa.Table) -> tuple[int, int]:
+        """Write one batch; returns (pages ok, pages quarantined)."""
+        pages, entities, quarantined = [], [], []
+        for row in batch.to_pylist():
+            key = (row["document_id"], row["page_index"])
+            if key in self.seen_pages:
+                self.duplicate_pages += 1  # a retried task re-emitted a page: keep the first
+                continue
+            self.seen_pages.add(key)
+            summary = self.documents.setdefault(
+                row["document_id"], DocumentSummary(row["facility_id"], row["source_uri"], row["media_type"],
+                                                    mrn_hint=row.get("mrn"), type_hint=row.get("document_type")))
+            for timing in row.get("timings") or []:
+                self.stage_seconds[timing["stage"]] += timing["seconds"]
+            if row.get("error_stage"):
+                summary.pages_failed += 1
+                quarantined.append({
+                    "facility_id": row["facility_id"], "document_id": row["document_id"],
+                    "page_index": row["page_index"], "source_uri": row["source_uri"],
+                    "stage": row["error_stage"], "error_type": row["error_type"],
+                    "message": row["error_message"], "resource_type": None,
+                })
+                continue
+            summary.pages_ok += 1
+            if row.get("document_type_predicted"):
+                summary.type_votes[row["document_type_predicted"]] += 1
+            for entity in row.get("entities") or []:
+                if entity["kind"] == "demographic" and entity["attribute"] == "mrn" and entity["value"]:
+                    summary.mrn_votes[entity["value"]] += 1
+                entities.append({"facility_id": row["facility_id"], "document_id": row["document_id"], **entity})
+            pages.append({name: row.get(name) for name in PAGES_TABLE_SCHEMA.names})
+        self.pages.write(pages)
+        self.staged_entities.write(entities)
+        self.quarantine.write(quarantined)
+        return len(pages), len(quarantined)
+
+    def close_pages(self) -> None:
+        self.pages.close()
+        self.staged_entities.close()
+
+
+def finish_entity_tables(tables_dir: Path, documents: dict[str, DocumentSummary]) -> tuple[Path, dict[str, int]]:
+    """Staged entities -> `entities.parquet` (with patient keys), `flags.parquet`, and the
+    assembly input; streamed batch by batch. Returns the assembly input path and counts."""
+    staged = tables_dir / "_entities_staged.parquet"
+    entities = _Writer(tables_dir / "entities.parquet", ENTITIES_TABLE_SCHEMA)
+    flags = _Writer(tables_dir / "flags.parquet", FLAGS_TABLE_SCHEMA)
+    assembly_path = tables_dir / "_assembly_input.parquet"
+    assembly = _Writer(assembly_path, ASSEMBLY_INPUT_SCHEMA)
+    counts: Counter[str] = Counter()
+    for batch in pq.ParquetFile(staged).iter_batches(batch_size=4096):
+        entity_rows, flag_rows, assembly_rows = [], [], []
+        for row in batch.to_pylist():
+            document = documents[row["document_id"]]
+            row["patient_key"] = document.patient_key(row["document_id"])
+            entity_rows.append(row)
+            counts[f"{row['kind']}"] += 1
+            counts["requires_review"] += int(bool(row["requires_review"]))
+            for flag in row["flags"] or []:
+                flag_rows.append({"facility_id": row["facility_id"], "document_id": row["document_id"],
+                                  "page_index": row["page_index"], "entity_id": row["entity_id"],
+                                  "kind": row["kind"], "flag": flag, "bbox": row["bbox"]})
+            assembly_rows.append({**row, "source_uri": document.source_uri, "media_type": document.media_type,
+                                  "document_type": document.document_type,
+                                  "page_count": document.pages_ok + document.pages_failed})
+        entities.write(entity_rows)
+        flags.write(flag_rows)
+        assembly.write(assembly_rows)
+    for writer in (entities, flags, assembly):
+        writer.close()
+    staged.unlink()
+    counts["flags"] = flags.rows
+    return assembly_path, dict(counts)
