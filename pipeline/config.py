@@ -55,6 +55,7 @@ class PoolConfig(_Strict):
 class TaskConfig(_Strict):
     cpus: float = Field(0.1, gt=0, le=64)
     batch_size: int = Field(4, ge=1, le=1024)
+    assembly_partitions: int = Field(4, ge=1, le=10000)
 
 
 class ResourcesConfig(_Strict):
@@ -62,6 +63,8 @@ class ResourcesConfig(_Strict):
     ocr: PoolConfig
     extract: PoolConfig
     code: PoolConfig
+    classify: PoolConfig
+    validate: PoolConfig
     tasks: TaskConfig
 
 

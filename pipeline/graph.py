@@ -7,7 +7,8 @@ from typing import Callable
 
 import ray.data
 
-from pipeline.config import MedrecConfig, expand
+from pipeline.manifest_source import ManifestDatasource
+from pipeline.config import MedrecConfig, PoolConfig, expand
 from pipeline.ray_adapter import apply_stage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
@@ -22,6 +23,10 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
     """Each stage as a zero-argument factory, in graph order; Ray builds one per worker."""
     res = cfg.resources
     tasks = Resources(num_cpus=res.tasks.cpus, batch_size=res.tasks.batch_size)
+
+    def pool(p: PoolConfig) -> Resources:
+        return Resources(num_cpus=p.cpus_per_actor, batch_size=p.batch_size, concurrency=p.actors)
+
     index_path = str(expand(cfg.terminology.index_path))
     return [
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
@@ -29,25 +34,20 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 resources=tasks),
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads_per_actor,
                 det_limit_side_len=cfg.ocr.det_limit_side_len,
-                resources=Resources(num_cpus=res.ocr.cpus_per_actor, batch_size=res.ocr.batch_size,
-                                    concurrency=res.ocr.actors)),
-        partial(ClassifyStage, resources=tasks),
-        partial(LexiconExtractStage, index_path=index_path,
-                resources=Resources(num_cpus=res.extract.cpus_per_actor, batch_size=res.extract.batch_size,
-                                    concurrency=res.extract.actors)),
+                resources=pool(res.ocr)),
+        partial(ClassifyStage, resources=pool(res.classify)),
+        partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
         partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
-                resources=Resources(num_cpus=res.code.cpus_per_actor, batch_size=res.code.batch_size,
-                                    concurrency=res.code.actors)),
-        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=tasks),
+                resources=pool(res.code)),
+        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate)),
     ]
 
 
-def build_graph(cfg: MedrecConfig, manifest_path: str, pages: int) -> ray.data.Dataset:
+def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
     """The lazy dataset of validated page rows; nothing runs until it is consumed."""
-    # Small blocks let render and OCR work on different pages at once from the first page;
-    # the read is cheap, so it asks for a sliver of a CPU and never waits behind the OCR pool.
-    blocks = max(1, -(-pages // cfg.resources.tasks.batch_size))
-    dataset = ray.data.read_parquet(manifest_path, num_cpus=cfg.resources.tasks.cpus, override_num_blocks=blocks)
+    # Small blocks let render and OCR work on different pages at once from the first page.
+    source = ManifestDatasource(manifest_path, rows_per_block=cfg.resources.tasks.batch_size)
+    dataset = ray.data.read_datasource(source, num_cpus=cfg.resources.tasks.cpus)
     for factory in stage_factories(cfg):
         dataset = apply_stage(dataset, factory)
     return dataset

@@ -47,6 +47,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "social history": ("social history", "narrative"),
 }
 
+# OCR drops spaces between words of headings ("FAMILYHISTORY"): match them compacted too.
+_SECTIONS_COMPACT = {name.replace(" ", ""): value for name, value in SECTIONS.items()}
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&]+?)\s*(?:\(.*\))?\s*:\s*(.*)$")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
 _DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b|\b(\d{4})-(\d{2})-(\d{2})\b")
@@ -180,14 +182,20 @@ class LexiconExtractor:
     # Sections ----------------------------------------------------------------------------
 
     def _section_header(self, row: Row) -> tuple[tuple[str, str], str] | None:
+        """(section, role) and any text after the colon, when the row opens a section.
+
+        A heading is a known section name followed by a colon, or standing alone on its
+        row (OCR often drops the colon: "RX").
+        """
         match = _HEADER.match(row.lines[0].text)
-        if not match:
+        if match:
+            name, rest = match.group(1), " ".join([match.group(2)] + [line.text for line in row.lines[1:]])
+        elif len(row.lines) == 1:
+            name, rest = row.lines[0].text, ""
+        else:
             return None
-        name = normalise_term(match.group(1))
-        if name not in SECTIONS:
-            return None
-        rest = " ".join([match.group(2)] + [line.text for line in row.lines[1:]]).strip()
-        return SECTIONS[name], rest
+        section = _SECTIONS_COMPACT.get(normalise_term(name).replace(" ", ""))
+        return (section, rest.strip()) if section else None
 
     def _section_item(self, row: Row, text: str, section: str, role: str, page: int) -> list[Entity]:
         item = _BULLET.sub("", text).strip().rstrip(".")

@@ -101,7 +101,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
 
     tables = PageTableWriter(output / "tables", output / "quarantine.parquet")
     progress = _Progress(pages_in, cfg.writer.progress)
-    for batch in build_graph(cfg, str(manifest), pages_in).iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in build_graph(cfg, str(manifest)).iter_batches(batch_format="pyarrow", batch_size=None):
         progress.update(*tables.write_batch(batch))
     tables.close_pages()
     graph_seconds = time.perf_counter() - started
@@ -117,7 +117,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     if pq.read_metadata(assembly_input).num_rows:
         assembled = (
             ray.data.read_parquet(str(assembly_input))
-            .groupby("patient_key")
+            .groupby("patient_key", num_partitions=cfg.resources.tasks.assembly_partitions)
             .map_groups(assemble_group, batch_format="pyarrow",
                         fn_kwargs={"pipeline_version": version, "terminology_version": index_version,
                                    "recorded": cfg.writer.fhir_recorded})
