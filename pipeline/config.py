@@ -64,8 +64,10 @@ class ResourcesConfig(_Strict):
     extract: PoolConfig
     code: PoolConfig
     classify: PoolConfig
-    validate: PoolConfig
+    validate_pool: PoolConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
     tasks: TaskConfig
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class WriterConfig(_Strict):

@@ -39,7 +39,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
         partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
                 resources=pool(res.code)),
-        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate)),
+        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pymupdf
@@ -21,9 +22,9 @@ RECORDS_DIR = "records"
 GOLD_DIR = "gold"
 
 
-def _pick_file_kind(rng: random.Random, document: SynthDocument) -> tuple[str, bool]:
-    """(suffix, born_digital): roughly a quarter born-digital PDFs, the rest scans."""
-    if rng.random() < 0.25:
+def _pick_file_kind(rng: random.Random, document: SynthDocument, born_digital_share: float) -> tuple[str, bool]:
+    """(suffix, born_digital): a share of born-digital PDFs, the rest scans."""
+    if rng.random() < born_digital_share:
         return ".pdf", True
     if len(document.pages) > 1:
         return rng.choice((".pdf", ".tif")), False
@@ -50,16 +51,23 @@ def write_bad_files(records: Path) -> list[str]:
 
 
 def generate_corpus(output: Path, n_documents: int, seed: int, dpi: int = 150,
-                    include_bad_files: bool = False) -> dict:
-    """Write `n_documents` documents under output/records and one gold JSON each under output/gold."""
+                    include_bad_files: bool = False, document_types: Sequence[str] | None = None,
+                    born_digital_share: float = 0.25) -> dict:
+    """Write `n_documents` documents under output/records and one gold JSON each under output/gold.
+
+    Each patient gets two documents of different types from `document_types` (default all).
+    """
     if n_documents < 1:
         raise ValueError("n_documents must be at least 1")
+    types = list(document_types or BUILDERS)
+    unknown = set(types) - set(BUILDERS)
+    if unknown:
+        raise ValueError(f"unknown document types {sorted(unknown)}; known: {sorted(BUILDERS)}")
     rng = random.Random(seed)
     records, gold_dir = output / RECORDS_DIR, output / GOLD_DIR
     records.mkdir(parents=True, exist_ok=True)
     gold_dir.mkdir(parents=True, exist_ok=True)
     facilities = list(cat.FACILITIES.items())
-    types = list(BUILDERS)
     written, pages = 0, 0
     patient_number = 0
     while written < n_documents:
@@ -70,7 +78,7 @@ def generate_corpus(output: Path, n_documents: int, seed: int, dpi: int = 150,
         # Two documents per patient, so assembly must join a patient across documents.
         for document_type in rng.sample(types, min(2, n_documents - written)):
             document = BUILDERS[document_type](rng, patient, visit, facility_name)
-            suffix, born_digital = _pick_file_kind(rng, document)
+            suffix, born_digital = _pick_file_kind(rng, document, born_digital_share)
             relative = Path(facility_id) / f"{document_type}-{written:04d}{suffix}"
             path = records / relative
             path.parent.mkdir(parents=True, exist_ok=True)
