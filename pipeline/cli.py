@@ -5,6 +5,7 @@
   medrec run input=DIR_OR_MANIFEST output=DIR [ocr.…=… resources.…=…]
   medrec demo [output=DIR n_documents=N]
   medrec index build [terminology=shared] [terminology.index_path=DIR]
+  medrec evaluate input=GOLD_DIR output=RUN_DIR
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pipeline.ray_adapter import OFFLINE_ENV
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index")
+COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate")
 
 
 def _synth(cfg) -> dict:
@@ -34,6 +35,13 @@ def _print_run(report) -> None:
 
     print(render_markdown(report))
     print(f"output: {report.output}")
+
+
+def _print_scores(run_dir: Path, gold_dir: Path) -> None:
+    from pipeline.evaluate import evaluate_run, render_scores
+
+    print("entity precision and recall against the gold:")
+    print(render_scores(evaluate_run(run_dir, gold_dir)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{corpus['facilities']} facilities, {len(corpus['bad_files'])} bad files -> {root / 'corpus'}")
         report = run_pipeline(cfg.model_copy(update={"input": corpus["records"], "output": str(root / "output")}))
         _print_run(report)
+        _print_scores(root / "output", Path(corpus["gold"]))
         return 0 if report.conserved else 1
+    elif command == "evaluate":
+        if not cfg.input or not cfg.output:
+            raise ValueError("evaluate needs input=GOLD_DIR output=RUN_DIR")
+        _print_scores(expand(cfg.output), expand(cfg.input))
     return 0
 
 
