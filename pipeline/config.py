@@ -98,7 +98,7 @@ class MedrecConfig(_Strict):
     input: str | None = None
     output: str | None = None
     facility_id: str | None = None
-    n_documents: int = Field(24, ge=1)
+    n_documents: int = Field(28, ge=1)
     seed: int = 7
     include_bad_files: bool = False
     ocr: OcrConfig
