@@ -32,7 +32,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
                 resources=tasks),
-        partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads_per_actor,
+        partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
                 det_limit_side_len=cfg.ocr.det_limit_side_len,
                 resources=pool(res.ocr)),
         partial(ClassifyStage, resources=pool(res.classify)),

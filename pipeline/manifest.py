@@ -41,7 +41,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def count_pages(path: Path, media_type: str) -> int:
+def count_pages(path: Path, media_type: str, document_id: str) -> int:
     """Pages in a file; 1 where the file cannot be opened (render will quarantine it)."""
     try:
         if media_type == "application/pdf":
@@ -55,7 +55,8 @@ def count_pages(path: Path, media_type: str) -> int:
             with Image.open(path) as image:
                 return max(getattr(image, "n_frames", 1), 1)
     except Exception as exc:  # an unreadable file is still one row, quarantined at render
-        log.warning("cannot count pages of %s: %s", path.name, type(exc).__name__)
+        # File names in archives often hold patient names: log the document id only.
+        log.warning("cannot count pages of %s: %s", document_id, type(exc).__name__)
     return 1
 
 
@@ -72,9 +73,9 @@ def build_manifest(input_dir: Path, facility_id: str | None = None) -> pa.Table:
         relative = path.relative_to(input_dir)
         facility = facility_id or (relative.parts[0] if len(relative.parts) > 1 else "default")
         media_type = MEDIA_TYPES.get(path.suffix.lower(), UNSUPPORTED_MEDIA_TYPE)
-        pages = count_pages(path, media_type) if path.stat().st_size else 1
-        sha = file_sha256(path)
         document_id = document_id_for(str(relative))
+        pages = count_pages(path, media_type, document_id) if path.stat().st_size else 1
+        sha = file_sha256(path)
         for page_index in range(pages):
             rows.append(
                 {
