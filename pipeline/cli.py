@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         table = write_manifest(expand(cfg.input), expand(cfg.output), cfg.facility_id)
         print(f"{table.num_rows} pages -> {expand(cfg.output)}")
     elif command == "index":
-        from terminology_index.build import IndexSources, build_index
+        from terminology_index.build import build_index
 
-        record = build_index(IndexSources(**cfg.terminology.sources.model_dump()), expand(cfg.terminology.index_path))
+        record = build_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
         print(json.dumps(record, indent=1))
     elif command == "run":
         from pipeline.run import run_pipeline

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from terminology_index.build import IndexSources
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -29,19 +31,9 @@ class ExtractConfig(_Strict):
     backend: Literal["lexicon"]
 
 
-class TerminologySources(_Strict):
-    icd10cm_xml: str | None = "bundled"
-    icd10cm_tsv: str | None = None
-    icd10cm_order_file: str | None = None
-    rxnorm_rrf_dir: str | None = None
-    rxnorm_concepts_tsv: str | None = None
-    rxnorm_relations_tsv: str | None = None
-    loinc_table: str | None = None
-
-
 class TerminologyConfig(_Strict):
     index_path: str
-    sources: TerminologySources
+    sources: IndexSources
     shared_dir: str | None = None
 
 

@@ -11,7 +11,6 @@ Nothing here touches the network: a missing source is an error that says how to 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.manifest import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _build_model_dir(source: Path, target: Path, config: dict[str, Any]) -> None
     config_text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
     model_path = target / MODEL_FILE
     config_path = target / CONFIG_FILE
-    model_current = model_path.is_file() and _sha256(model_path) == _sha256(source)
+    model_current = model_path.is_file() and file_sha256(model_path) == file_sha256(source)
     config_current = config_path.is_file() and config_path.read_text("utf-8") == config_text
     if model_current and config_current:
         logger.debug("OCR model dir %s is up to date", target)
@@ -193,10 +194,3 @@ def _atomic_write(path: Path, write) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

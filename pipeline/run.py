@@ -17,7 +17,7 @@ from pipeline.config import MedrecConfig, expand
 from pipeline.manifest import write_manifest
 from pipeline.report import RunReport, write_report
 from pipeline.tables import PageTableWriter, finish_entity_tables
-from terminology_index.build import IndexSources, ensure_index
+from terminology_index.build import ensure_index
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def prepare_models(cfg: MedrecConfig) -> str:
     actor starts, so actors only open them. Returns the index version."""
     from pipeline.ocr_models import ensure_ocr_model_dirs
 
-    record = ensure_index(IndexSources(**cfg.terminology.sources.model_dump()), expand(cfg.terminology.index_path))
+    record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
     ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
     return record["version"]
 
