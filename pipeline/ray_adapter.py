@@ -52,9 +52,8 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage]) -> ray.
         return dataset.map_batches(
             _StageActor,
             fn_constructor_kwargs={"factory": factory},
+            # Ray Data's defaults restart a dead actor and retry the batch it held.
             compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
-            max_restarts=3,  # a dead model actor is restarted; its batch is retried
-            max_task_retries=3,
             **common,
         )
     return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory}, **common)
