@@ -38,14 +38,17 @@ class TerminologyConfig(_Strict):
 
 
 class PoolConfig(_Strict):
+    """An actor pool: how many actors and what each one is given."""
+
     actors: int = Field(1, ge=1, le=512)
     cpus_per_actor: float = Field(1.0, gt=0, le=64)
     threads_per_actor: int | None = Field(None, ge=1, le=64)  # None: the CPUs the actor is given, at least 1
+    batch_size: int = Field(4, ge=1, le=1024)
+    memory_mb: int | None = Field(None, ge=16)  # measured resident set per actor, reserved in Ray
 
     @property
     def threads(self) -> int:
         return self.threads_per_actor or max(1, round(self.cpus_per_actor))
-    batch_size: int = Field(4, ge=1, le=1024)
 
 
 class TaskConfig(_Strict):

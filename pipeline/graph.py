@@ -25,7 +25,8 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
     tasks = Resources(num_cpus=res.tasks.cpus, batch_size=res.tasks.batch_size)
 
     def pool(p: PoolConfig) -> Resources:
-        return Resources(num_cpus=p.cpus_per_actor, batch_size=p.batch_size, concurrency=p.actors)
+        return Resources(num_cpus=p.cpus_per_actor, batch_size=p.batch_size, concurrency=p.actors,
+                         memory_mb=p.memory_mb)
 
     index_path = str(expand(cfg.terminology.index_path))
     return [

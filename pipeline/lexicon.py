@@ -201,6 +201,12 @@ class LexiconExtractor:
         item = _BULLET.sub("", text).strip().rstrip(".")
         if not item:
             return []
+        if role not in ("medications", "allergies"):
+            # A known drug with a dose is a medication wherever it stands (a misread "Rx:"
+            # heading, a plan written as prose).
+            medication = self._medication(item, section, row, page, strict=True)
+            if medication:
+                return [medication]
         if role == "diagnoses":
             return [self._entity("diagnosis", item, section, assertion_of("", role), row, page, strength=0.9)]
         if role == "medications":
@@ -301,8 +307,11 @@ class LexiconExtractor:
             return "H"
         return "L" if entity.value_num < entity.reference_low else "N"
 
-    def _medication(self, item: str, section: str, row: Row, page: int) -> Entity | None:
+    def _medication(self, item: str, section: str, row: Row, page: int, strict: bool = False) -> Entity | None:
+        """A medication mention; with `strict`, only a known drug followed by a dose."""
         match = _MEDICATION.match(item)
+        if strict and not match:
+            return None
         name = match.group("name") if match else item
         drug = self._longest_known_prefix(name, self.lexicons.medications)
         if drug is None:

@@ -46,6 +46,7 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage]) -> ray.
         batch_size=resources.batch_size,
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
+        memory=resources.memory_mb * 1024 * 1024 if resources.memory_mb else None,
         zero_copy_batch=True,
     )
     if resources.concurrency:

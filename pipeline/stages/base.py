@@ -23,6 +23,7 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     batch_size: int = 4
+    memory_mb: int | None = None  # resident working set per worker; Ray reserves it
     # None: stateless tasks. An int: an actor pool of that many actors (model holders).
     concurrency: int | None = None
 
