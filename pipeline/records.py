@@ -9,29 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Entity kinds and assertions of DESIGN.md's entities table.
-ENTITY_KINDS = (
-    "diagnosis",
-    "medication",
-    "allergy",
-    "vital",
-    "lab",
-    "procedure",
-    "demographic",
-    "encounter",
-)
-ASSERTIONS = ("present", "negated", "historical", "family", "hypothetical")
-
-
-@dataclass(frozen=True)
-class PageKey:
-    """Lineage of a page: where every record produced from it came from."""
-
-    facility_id: str
-    document_id: str
-    page_index: int
-
-
 @dataclass
 class OcrLine:
     """One text line on a page, from OCR or from a PDF text layer.
@@ -73,7 +50,11 @@ class CodeCandidate:
 
 @dataclass
 class Entity:
-    """One entity mention on one page; the row shape of the entities table."""
+    """One entity mention on one page; the row shape of the entities table.
+
+    kind: diagnosis | medication | allergy | vital | lab | procedure | demographic | encounter.
+    assertion: present | negated | historical | family | hypothetical.
+    """
 
     entity_id: str
     kind: str
@@ -118,15 +99,6 @@ class Entity:
         values["bbox"] = list(row.get("bbox") or [])
         values["flags"] = list(row.get("flags") or [])
         return cls(**values)
-
-
-@dataclass
-class PageError:
-    """Why a page left the model stages: lands in the quarantine table."""
-
-    stage: str
-    error_type: str
-    message: str
 
 
 @dataclass
