@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,20 @@ SYSTEMS_BY_KIND = {
     "vital": ("vital", LOINC),
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+# Characters OCR confuses; a term keyed with them folded still matches its misread forms.
+_OCR_FOLD = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "5": "s"})
+# A code written on the page, as OCR may misread it (l10 or 110 for I10, O for 0).
+_CODE_LIKE = re.compile(r"^[A-Za-z0-9|][0-9OoIl|]{2}(?:\.[0-9A-Za-z]{1,4})?$")
+_LATERALITY = ("bilateral", "left", "right")
+# How ICD-10-CM words the code to pick when the text gives no more detail, best first.
+_DEFAULT_LEAF_WORDS = ("without complications", ", unspecified", "unspecified", "without")
+# A UCUM unit says which LOINC property a lab result has.
+LOINC_PROPERTY_BY_UNIT = {
+    "mg/dL": "Mass/volume", "g/dL": "Mass/volume", "ng/mL": "Mass/volume", "pg/mL": "Mass/volume",
+    "mmol/L": "Moles/volume", "umol/L": "Moles/volume", "meq/L": "Moles/volume",
+    "U/L": "Enzymatic activity/volume", "[IU]/L": "Enzymatic activity/volume",
+    "10*3/uL": "#/volume", "10*6/uL": "#/volume",
+}
 _STOPWORDS = {"of", "the", "and", "with", "without", "in", "to", "a", "an", "or", "by", "for", "on"}
 
 
@@ -35,6 +50,26 @@ def normalise_term(text: str) -> str:
 
 def _tokens(text: str) -> set[str]:
     return {t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS}
+
+
+def _sides(text: str) -> set[str]:
+    words = _tokens(text)
+    return {side for side in _LATERALITY if side in words}
+
+
+def ocr_folded(term: str) -> str:
+    """A normalised term with OCR-confusable characters folded together."""
+    return normalise_term(term).translate(_OCR_FOLD)
+
+
+def code_readings(text: str) -> list[str]:
+    """ICD-10-CM codes a misread code-like token may stand for (l10 -> I10, 25O.0 -> I25.0?)."""
+    token = text.strip()
+    if not _CODE_LIKE.match(token):
+        return []
+    first = {"1": "I", "l": "I", "|": "I", "0": "O"}.get(token[0], token[0].upper())
+    rest = token[1:].upper().replace("O", "0").replace("I", "1").replace("L", "1").replace("|", "1")
+    return list(dict.fromkeys([token.upper(), first + rest]))
 
 
 @dataclass(frozen=True)
@@ -67,6 +102,7 @@ class TerminologyIndex:
         self._table = lancedb.connect(str(path)).open_table(CONCEPTS_TABLE)
         columns = self._table.to_arrow().to_pydict()
         self._exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
+        self._folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
         self._by_code: dict[tuple[str, str], IndexedConcept] = {}
         self._drugs_by_ingredient: dict[str, list[IndexedConcept]] = defaultdict(list)
         for i in range(len(columns["code"])):
@@ -75,11 +111,17 @@ class TerminologyIndex:
                 columns["kind"][i], columns["billable"][i], columns["unit"][i], columns["tty"][i],
                 columns["ingredient"][i],
             )
-            self._exact[(concept.kind, normalise_term(columns["term"][i]))].append(concept)
+            term = normalise_term(columns["term"][i])
+            self._exact[(concept.kind, term)].append(concept)
+            if len(term) >= 5:  # short terms folded would collide (e.g. "sob" / "s0b")
+                self._folded[(concept.kind, term.translate(_OCR_FOLD))].append(concept)
             if concept.term_type == "preferred":
                 self._by_code[(concept.system, concept.code)] = concept
                 if concept.tty == "SCD" and concept.ingredient:
                     self._drugs_by_ingredient[concept.ingredient].append(concept)
+        # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
+        self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
+                                  if system == ICD10CM and concept.billable)
 
     def concept(self, system: str, code: str) -> IndexedConcept | None:
         """The concept with this code, or None when the code is not in the index."""
@@ -91,13 +133,84 @@ class TerminologyIndex:
             return []
         index_kind, system = SYSTEMS_BY_KIND[kind]
         found: dict[str, CodeCandidate] = {}
-        for concept in self._exact.get((index_kind, normalise_term(text)), []):
+        if system == ICD10CM:
+            for code in code_readings(text):
+                concept = self._by_code.get((system, code))
+                if concept:
+                    self._keep(found, CodeCandidate(system, code, concept.display, 0.95, "code-as-written"))
+        exact = self._exact.get((index_kind, normalise_term(text)), [])
+        for concept in exact:
             score = 1.0 if concept.billable else 0.9
             self._keep(found, CodeCandidate(system, concept.code, concept.display, score, f"exact:{concept.term_type}"))
+        if not exact:
+            for concept in self._folded.get((index_kind, ocr_folded(text)), []):
+                score = 0.95 if concept.billable else 0.85
+                self._keep(found, CodeCandidate(system, concept.code, concept.display, score, "ocr-tolerant"))
         if len(found) < k:
             self._full_text(found, index_kind, system, text, k)
+        if system == ICD10CM:
+            self._add_default_leaves(found, text)
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
         return ranked[:k]
+
+    def _add_default_leaves(self, found: dict[str, CodeCandidate], text: str) -> None:
+        """A header matched: add the billable code a coder would pick from under it."""
+        for candidate in list(found.values()):
+            concept = self._by_code.get((ICD10CM, candidate.code))
+            if concept is None or concept.billable:
+                continue
+            leaf = self.billable_leaf(candidate.code, text)
+            if leaf is not None:
+                # A leaf that carries the side the text names is as good as the header match.
+                sided = bool(_sides(text)) and _sides(text) <= _sides(leaf.display)
+                # (undoing the header's and the missing side's penalties).
+                score = candidate.score / (0.9 * 0.95) if sided else candidate.score * 0.98
+                self._keep(found, CodeCandidate(ICD10CM, leaf.code, leaf.display, round(min(score, 0.99), 4),
+                                                f"default-leaf-of:{candidate.code}"))
+
+    def billable_leaf(self, header: str, text: str) -> IndexedConcept | None:
+        """The billable code under a header: the laterality the text names, else the
+        unspecified / without-complications default; None when no leaf qualifies."""
+        prefix = header if "." in header or len(header) > 3 else header + "."
+        start = bisect_left(self._icd_leaves, prefix)
+        leaves = []
+        for code in self._icd_leaves[start:]:
+            if not code.startswith(prefix):
+                break
+            leaves.append(self._by_code[(ICD10CM, code)])
+        named_sides = _sides(text)
+        if named_sides:
+            sided = [c for c in leaves if named_sides <= _sides(c.display)]
+            leaves = sided or leaves
+
+        def default_rank(concept: IndexedConcept) -> int:
+            display = concept.display.lower()
+            return next((i for i, w in enumerate(_DEFAULT_LEAF_WORDS) if w in display), len(_DEFAULT_LEAF_WORDS))
+
+        if not leaves or (not named_sides and min(map(default_rank, leaves)) == len(_DEFAULT_LEAF_WORDS)):
+            return None
+        return min(leaves, key=lambda c: (default_rank(c), len(c.code), c.code))
+
+    def prefer_lab_property(self, candidates: list[CodeCandidate], analyte: str, unit: str | None,
+                            k: int = 5) -> list[CodeCandidate]:
+        """Re-rank lab candidates so the LOINC property matches the unit (mg/dL: mass
+        concentration, mmol/L: substance concentration), searching for one if none does."""
+        wanted = LOINC_PROPERTY_BY_UNIT.get(unit or "")
+        if not wanted or not candidates or wanted in candidates[0].display:
+            return candidates
+        fitting = [c for c in candidates if wanted in c.display]
+        if not fitting:
+            found: dict[str, CodeCandidate] = {}
+            self._full_text(found, "lab", LOINC, f"{analyte} {wanted.replace('/', ' ')} serum plasma", k)
+            fitting = sorted((c for c in found.values() if wanted in c.display and
+                              normalise_term(analyte) in normalise_term(c.display)),
+                             key=lambda c: (-c.score, c.code))
+        if not fitting:
+            return candidates
+        best = fitting[0]
+        promoted = CodeCandidate(best.system, best.code, best.display, max(best.score, candidates[0].score),
+                                 f"unit-property:{wanted}")
+        return [promoted] + [c for c in candidates if c.code != best.code][: k - 1]
 
     def _full_text(self, found: dict[str, CodeCandidate], index_kind: str, system: str, text: str, k: int) -> None:
         query = " ".join(_tokens(text))
@@ -117,8 +230,12 @@ class TerminologyIndex:
                 continue
             have = _tokens(hit["term"])
             overlap = len(wanted & have) / len(wanted | have) if have else 0.0
-            # Full-text matches never outrank an exact one; non-billable headers rank lower.
-            score = 0.85 * overlap * (1.0 if concept.billable else 0.9)
+            # Full-text matches never outrank an exact one; non-billable headers rank lower,
+            # and so does a code for another side than the text names.
+            side_penalty = 1.0
+            if _sides(text):
+                side_penalty = 0.8 if _sides(concept.display) - _sides(text) else 0.95 if not _sides(concept.display) else 1.0
+            score = 0.85 * overlap * (1.0 if concept.billable else 0.9) * side_penalty
             self._keep(found, CodeCandidate(system, concept.code, concept.display, round(score, 4), "full-text"))
 
     @staticmethod

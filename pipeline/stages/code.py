@@ -54,6 +54,8 @@ class CodeStage(Stage):
         elif entity.kind in ("medication", "allergy") and entity.attribute:
             query = entity.attribute
         candidates = self.index.candidates(entity.kind, query, self.top_k)
+        if entity.kind == "lab":
+            candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
         entity.candidates = candidates
         chosen = next(
             (c for c in candidates if c.score >= self.min_score and self._choosable(c.system, c.code)), None
