@@ -4,7 +4,7 @@
   medrec manifest input=DIR output=FILE.parquet [facility_id=ID]
   medrec run input=DIR_OR_MANIFEST output=DIR [ocr.…=… resources.…=…]
   medrec demo [output=DIR n_documents=N]
-  medrec index build [terminology=shared] [terminology.index_path=DIR]
+  medrec index build [sources=embedded|shared] [output=DIR] [terminology.sources.loinc_table=FILE ...]
   medrec evaluate input=GOLD_DIR output=RUN_DIR
 """
 
@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     command, overrides = argv[0], argv[1:]
     if command == "index":
         if not overrides or overrides[0] != "build":
-            print("usage: medrec index build [terminology=shared] [terminology.index_path=DIR]", file=sys.stderr)
+            print("usage: medrec index build [sources=embedded|shared] [output=DIR]", file=sys.stderr)
             return 2
-        overrides = overrides[1:]
+        # `sources=` names a terminology config group; `output=` is the index folder.
+        overrides = [f"terminology={o.split('=', 1)[1]}" if o.startswith("sources=") else o for o in overrides[1:]]
 
     from pipeline.config import expand, load_config
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "index":
         from terminology_index.build import build_index
 
-        record = build_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
+        record = build_index(cfg.terminology.sources, expand(cfg.output or cfg.terminology.index_path))
         print(json.dumps(record, indent=1))
     elif command == "run":
         from pipeline.run import run_pipeline
