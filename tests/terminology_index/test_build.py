@@ -1,0 +1,111 @@
+"""build_index / ensure_index on the tiny release files (the tiny tabular XML, never the ~10 s bundled one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.terminology import TerminologyIndex
+from terminology_index import ICD10CM, LOINC, RXNORM
+from terminology_index.build import (
+    RELEASES_FILE,
+    IndexSources,
+    build_index,
+    ensure_index,
+    index_version,
+)
+
+OrderLine = Callable[[int, str, bool, str, str], str]
+
+
+def tiny_sources(files: dict[str, Path]) -> IndexSources:
+    return IndexSources(
+        icd10cm_xml=str(files["xml"]),
+        icd10cm_order_file=str(files["order"]),
+        rxnorm_rrf_dir=str(files["rrf"]),
+        loinc_table=str(files["loinc"]),
+    )
+
+
+def test_built_index_opens_and_holds_every_source(release_files: dict[str, Path], tmp_path: Path) -> None:
+    sources = tiny_sources(release_files)
+    record = build_index(sources, tmp_path / "index")
+
+    index = TerminologyIndex(tmp_path / "index")
+
+    assert index.version == record["version"] == index_version(sources)
+    assert {r["source"] for r in record["releases"]} == {
+        "icd10cm-tabular-xml", "icd10cm-order", "rxnorm-rrf", "loinc-table", "medrec-starter-sets"}
+    assert all(r["terms"] > 0 for r in record["releases"] if r["source"] != "medrec-starter-sets")
+    # From the tabular XML: the 7th-character expansion; from the order file: J44.9.
+    assert index.concept(ICD10CM, "T07.XXXA").billable is True
+    assert index.concept(ICD10CM, "S06.0X0").billable is False
+    assert index.concept(ICD10CM, "J44.9").display == "Chronic obstructive pulmonary disease, unspecified"
+    # From the RRF (aspirin is not in the starter set), linked to its ingredient; the MTHSPL atom is not there.
+    assert index.concept(RXNORM, "243670").ingredient == "1191"
+    assert index.concept(RXNORM, "999001") is None
+    # From Loinc.csv: the unit; the deprecated row is absent.
+    assert index.concept(LOINC, "8867-4").kind == "vital"
+    assert index.concept(LOINC, "2339-0") is None
+    # Lookups work on the built full-text index.
+    top = index.candidates("diagnosis", "Essential (primary) hypertension")[0]
+    assert (top.code, top.score) == ("I10", 1.0)
+    assert index.candidates("diagnosis", "concussion without loss of consciousness initial")[0].code == "S06.0X0A"
+
+
+def test_the_rrf_atoms_of_other_sources_are_not_searchable(release_files: dict[str, Path], tmp_path: Path) -> None:
+    build_index(tiny_sources(release_files), tmp_path / "index")
+    index = TerminologyIndex(tmp_path / "index")
+
+    terms = index.lexicon("medication")
+
+    assert "aspirin 81 mg oral tablet" in terms
+    assert not any("spl brand" in term or "atc" in term for term in terms)
+    assert not any("obsolete" in term for term in terms)
+
+
+def test_ensure_index_reuses_an_index_built_from_the_same_sources(release_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    sources, output = tiny_sources(release_files), tmp_path / "index"
+    first = ensure_index(sources, output)
+    record_path = output / RELEASES_FILE
+    mtime = record_path.stat().st_mtime_ns
+
+    again = ensure_index(sources, output)
+
+    assert again == first
+    assert record_path.stat().st_mtime_ns == mtime
+
+
+def test_ensure_index_rebuilds_when_a_source_changes(release_files: dict[str, Path], order_line: OrderLine,
+                                                    tmp_path: Path) -> None:
+    sources, output = tiny_sources(release_files), tmp_path / "index"
+    first = ensure_index(sources, output)
+    with release_files["order"].open("a", encoding="utf-8") as handle:
+        handle.write(order_line(6, "K219", True, "Gastro-esophageal reflux disease without esophagitis",
+                                "Gastro-esophageal reflux disease without esophagitis"))
+
+    second = ensure_index(sources, output)
+
+    assert second["version"] != first["version"]
+    assert json.loads((output / RELEASES_FILE).read_text())["version"] == second["version"]
+    assert TerminologyIndex(output).concept(ICD10CM, "K21.9") is not None
+
+
+def test_build_with_a_missing_release_file_raises_naming_the_path(release_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    missing = tmp_path / "gone" / "Loinc.csv"
+    sources = IndexSources(icd10cm_xml=None, loinc_table=str(missing))
+
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        build_index(sources, tmp_path / "index")
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        ensure_index(sources, tmp_path / "index")
+
+
+def test_opening_a_folder_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="medrec index build"):
+        TerminologyIndex(tmp_path)

@@ -1,0 +1,87 @@
+"""Every config group option composes, validates and builds every stage; bad values name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from pydantic import ValidationError
+
+from pipeline.config import CONF_DIR, MedrecConfig, expand, load_config
+from pipeline.graph import stage_factories
+from pipeline.stages.base import Stage
+
+GROUPS = ("ocr", "extract", "terminology", "resources", "writer")
+STAGE_ORDER = ["render", "ocr", "classify", "extract", "code", "validate"]
+
+
+def group_options() -> list[str]:
+    """`group=option` for every yaml file in each config group folder."""
+    return [f"{group}={path.stem}" for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
+
+
+def test_every_group_has_an_option() -> None:
+    assert {option.split("=")[0] for option in group_options()} == set(GROUPS)
+
+
+@pytest.mark.parametrize("override", group_options())
+def test_each_group_option_composes_and_builds_every_stage(override: str) -> None:
+    cfg = load_config([override])
+
+    stages = [factory() for factory in stage_factories(cfg)]
+
+    assert isinstance(cfg, MedrecConfig)
+    assert all(isinstance(stage, Stage) for stage in stages)
+    assert [stage.name for stage in stages] == STAGE_ORDER
+    by_name = {stage.name: stage for stage in stages}
+    assert by_name["render"].dpi == cfg.render.dpi
+    assert by_name["ocr"].model_dir == str(expand(cfg.ocr.model_dir))
+    assert by_name["ocr"].resources.concurrency == cfg.resources.ocr.actors
+    assert by_name["extract"].index_path == by_name["code"].index_path == str(expand(cfg.terminology.index_path))
+    assert (by_name["code"].top_k, by_name["code"].min_score) == (cfg.code.top_k, cfg.code.min_score)
+    assert by_name["validate"].config.min_confidence == cfg.validate_rules.min_confidence
+    # Nothing heavy is loaded before setup.
+    assert by_name["code"].index is None and by_name["extract"].extractor is None
+
+
+def test_the_shared_terminology_option_reads_the_shared_extracts() -> None:
+    cfg = load_config(["terminology=shared", "terminology.shared_dir=/data/shared"])
+
+    assert cfg.terminology.sources.icd10cm_xml is None
+    assert cfg.terminology.sources.icd10cm_tsv == "/data/shared/terminology/icd10cm_2026.tsv.gz"
+    assert cfg.terminology.sources.loinc_table == "/data/shared/terminology/loinc_core.tsv.gz"
+
+
+def test_overrides_reach_the_stages(tmp_path: Path) -> None:
+    cfg = load_config(["render.dpi=200", "code.top_k=3", "validate.today=2025-06-01",
+                       f"terminology.index_path={tmp_path / 'index'}"])
+
+    render, *_, code, validate = [factory() for factory in stage_factories(cfg)]
+
+    assert render.dpi == 200
+    assert code.top_k == 3 and code.index_path == str(tmp_path / "index")
+    assert validate.config.today == "2025-06-01"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("render.dpi=5", ("render", "dpi")),
+        ("resources.ocr.actors=0", ("resources", "ocr", "actors")),
+        ("code.min_score=1.5", ("code", "min_score")),
+        ("+foo=1", ("foo",)),
+        ("+render.colour=1", ("render", "colour")),
+    ],
+)
+def test_bad_value_raises_naming_the_key(override: str, key: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_config([override])
+
+    assert [error["loc"] for error in raised.value.errors()] == [key]
+    assert ".".join(key) in str(raised.value)
+
+
+def test_unknown_key_without_plus_is_refused_by_hydra() -> None:
+    with pytest.raises(ConfigCompositionException, match="foo"):
+        load_config(["foo=1"])
