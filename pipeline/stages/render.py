@@ -64,7 +64,7 @@ class RenderStage(Stage):
         try:
             with Image.open(row["source_uri"]) as image:
                 image.load()
-                gray = image.convert("L")
+                gray = _eight_bit(image).convert("L")
                 dpi = int(round(image.info.get("dpi", (self.dpi, self.dpi))[0])) or self.dpi
         except Image.DecompressionBombError:
             raise PageFailure("image_too_large", "image exceeds the decompression limit") from None
@@ -130,3 +130,10 @@ class RenderStage(Stage):
     def _with_image(row: dict[str, Any], pixels: bytes, width: int, height: int, dpi: int) -> dict[str, Any]:
         row.update(text_source="ocr", image=bytes(pixels), image_width=width, image_height=height, dpi=dpi)
         return row
+
+
+def _eight_bit(image: Any) -> Any:
+    """16-bit grayscale scaled to 8 bits: Pillow clips (not scales) it when converting to L."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda value: value * (1 / 256))
+    return image
