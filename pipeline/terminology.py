@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.records import CodeCandidate
-from terminology_index import ICD10CM, LOINC, RXNORM
+from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 from terminology_index.build import CONCEPTS_TABLE, RELEASES_FILE
 
-SYSTEMS_BY_KIND = {
-    "diagnosis": ("diagnosis", ICD10CM),
-    "medication": ("medication", RXNORM),
-    "allergy": ("medication", RXNORM),
-    "lab": ("lab", LOINC),
-    "vital": ("vital", LOINC),
+# Entity kind -> (index kind, the code systems a final code may come from).
+SYSTEMS_BY_KIND: dict[str, tuple[str, tuple[str, ...]]] = {
+    "diagnosis": ("diagnosis", (ICD10CM,)),
+    "medication": ("medication", (RXNORM,)),
+    "allergy": ("medication", (RXNORM,)),
+    "lab": ("lab", (LOINC,)),
+    "vital": ("vital", (LOINC,)),
+    "procedure": ("procedure", (CPT, SNOMED)),  # only where a site has loaded a licensed release
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 # Characters OCR confuses; a term keyed with them folded still matches its misread forms.
@@ -119,9 +121,15 @@ class TerminologyIndex:
                 self._by_code[(concept.system, concept.code)] = concept
                 if concept.tty == "SCD" and concept.ingredient:
                     self._drugs_by_ingredient[concept.ingredient].append(concept)
+        self._loaded = {(c.kind, c.system) for c in self._by_code.values()}
         # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
         self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
                                   if system == ICD10CM and concept.billable)
+
+    def has_kind(self, kind: str) -> bool:
+        """Whether any concept of this entity kind's systems is loaded."""
+        index_kind, systems = SYSTEMS_BY_KIND[kind]
+        return any((index_kind, system) in self._loaded for system in systems)
 
     def concept(self, system: str, code: str) -> IndexedConcept | None:
         """The concept with this code, or None when the code is not in the index."""
@@ -131,24 +139,27 @@ class TerminologyIndex:
         """Top-k codes for a mention of `kind`, best first; empty when nothing matches."""
         if kind not in SYSTEMS_BY_KIND:
             return []
-        index_kind, system = SYSTEMS_BY_KIND[kind]
+        index_kind, systems = SYSTEMS_BY_KIND[kind]
         found: dict[str, CodeCandidate] = {}
-        if system == ICD10CM:
+        if ICD10CM in systems:
             for code in code_readings(text):
-                concept = self._by_code.get((system, code))
+                concept = self._by_code.get((ICD10CM, code))
                 if concept:
-                    self._keep(found, CodeCandidate(system, code, concept.display, 0.95, "code-as-written"))
-        exact = self._exact.get((index_kind, normalise_term(text)), [])
+                    self._keep(found, CodeCandidate(ICD10CM, code, concept.display, 0.95, "code-as-written"))
+        exact = [c for c in self._exact.get((index_kind, normalise_term(text)), []) if c.system in systems]
         for concept in exact:
             score = 1.0 if concept.billable else 0.9
-            self._keep(found, CodeCandidate(system, concept.code, concept.display, score, f"exact:{concept.term_type}"))
+            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, score,
+                                            f"exact:{concept.term_type}"))
         if not exact:
             for concept in self._folded.get((index_kind, ocr_folded(text)), []):
-                score = 0.95 if concept.billable else 0.85
-                self._keep(found, CodeCandidate(system, concept.code, concept.display, score, "ocr-tolerant"))
+                if concept.system in systems:
+                    score = 0.95 if concept.billable else 0.85
+                    self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, score,
+                                                    "ocr-tolerant"))
         if len(found) < k:
-            self._full_text(found, index_kind, system, text, k)
-        if system == ICD10CM:
+            self._full_text(found, index_kind, systems, text, k)
+        if ICD10CM in systems:
             self._add_default_leaves(found, text)
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
         return ranked[:k]
@@ -201,7 +212,7 @@ class TerminologyIndex:
         fitting = [c for c in candidates if wanted in c.display]
         if not fitting:
             found: dict[str, CodeCandidate] = {}
-            self._full_text(found, "lab", LOINC, f"{analyte} {wanted.replace('/', ' ')} serum plasma", k)
+            self._full_text(found, "lab", (LOINC,), f"{analyte} {wanted.replace('/', ' ')} serum plasma", k)
             fitting = sorted((c for c in found.values() if wanted in c.display and
                               normalise_term(analyte) in normalise_term(c.display)),
                              key=lambda c: (-c.score, c.code))
@@ -212,20 +223,22 @@ class TerminologyIndex:
                                  f"unit-property:{wanted}")
         return [promoted] + [c for c in candidates if c.code != best.code][: k - 1]
 
-    def _full_text(self, found: dict[str, CodeCandidate], index_kind: str, system: str, text: str, k: int) -> None:
+    def _full_text(self, found: dict[str, CodeCandidate], index_kind: str, systems: tuple[str, ...], text: str,
+                   k: int) -> None:
         query = " ".join(_tokens(text))
         if not query:
             return
+        allowed = ", ".join(f"'{system}'" for system in systems)
         hits = (
             self._table.search(query, query_type="fts")
-            .where(f"kind = '{index_kind}'", prefilter=True)
+            .where(f"kind = '{index_kind}' AND system IN ({allowed})", prefilter=True)
             .limit(k * 8)
-            .select(["code", "term", "billable"])
+            .select(["system", "code", "term", "billable"])
             .to_list()
         )
         wanted = _tokens(text)
         for hit in hits:
-            concept = self._by_code.get((system, hit["code"]))
+            concept = self._by_code.get((hit["system"], hit["code"]))
             if concept is None:
                 continue
             have = _tokens(hit["term"])
@@ -236,13 +249,15 @@ class TerminologyIndex:
             if _sides(text):
                 side_penalty = 0.8 if _sides(concept.display) - _sides(text) else 0.95 if not _sides(concept.display) else 1.0
             score = 0.85 * overlap * (1.0 if concept.billable else 0.9) * side_penalty
-            self._keep(found, CodeCandidate(system, concept.code, concept.display, round(score, 4), "full-text"))
+            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
+                                            "full-text"))
 
     @staticmethod
     def _keep(found: dict[str, CodeCandidate], candidate: CodeCandidate) -> None:
-        best = found.get(candidate.code)
+        key = f"{candidate.system}|{candidate.code}"
+        best = found.get(key)
         if best is None or candidate.score > best.score:
-            found[candidate.code] = candidate
+            found[key] = candidate
 
     def clinical_drug(self, ingredient_rxcui: str, strength_mg: float | None, form: str | None) -> IndexedConcept | None:
         """The SCD of an ingredient at a strength (in mg) and dose form, when exactly one fits."""

@@ -38,6 +38,8 @@ class IndexSources:
     rxnorm_concepts_tsv: str | None = None
     rxnorm_relations_tsv: str | None = None
     loinc_table: str | None = None
+    snomed_rf2: str | None = None  # sct2_Description_Snapshot-en_*.txt, where licensed
+    cpt_csv: str | None = None  # code,description CSV, where licensed
 
 
 def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Concept]]]:
@@ -59,6 +61,10 @@ def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Con
         inputs.append(("rxnorm-tsv", path, r.read_rxnorm_tsv(path, relations)))
     if sources.loinc_table:
         inputs.append(("loinc-table", Path(sources.loinc_table), r.read_loinc_csv(Path(sources.loinc_table))))
+    if sources.snomed_rf2:
+        inputs.append(("snomed-rf2", Path(sources.snomed_rf2), r.read_snomed_rf2(Path(sources.snomed_rf2))))
+    if sources.cpt_csv:
+        inputs.append(("cpt-csv", Path(sources.cpt_csv), r.read_cpt_csv(Path(sources.cpt_csv))))
     return inputs
 
 

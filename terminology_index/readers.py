@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from terminology_index import ICD10CM, LOINC, RXNORM
+from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 from terminology_index.concepts import Concept
 
 
@@ -182,6 +182,43 @@ def read_loinc_csv(path: Path) -> Iterator[Concept]:
             yield Concept(LOINC, code, display, display, "preferred", kind, True, unit=unit)
             if row.get("shortname"):
                 yield Concept(LOINC, code, display, row["shortname"], "synonym", kind, True, unit=unit)
+
+
+# SNOMED CT and CPT (licensed: read only where a site holds the release) -----------------
+
+SNOMED_KIND_BY_HIERARCHY = {"disorder": "diagnosis", "finding": "diagnosis", "procedure": "procedure",
+                            "substance": "medication"}
+
+
+def read_snomed_rf2(description_file: Path) -> Iterator[Concept]:
+    """SNOMED CT RF2 `sct2_Description_Snapshot-en_*.txt`: active descriptions of active
+    concepts; the fully specified name's semantic tag ("(disorder)") gives the kind."""
+    require_file(description_file, "SNOMED CT RF2 description snapshot",
+                 "unzip the site's licensed SNOMED CT release and point terminology.sources.snomed_rf2 at it")
+    fsn_tag: dict[str, str] = {}
+    rows: list[tuple[str, str, str]] = []
+    with description_file.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row["active"] != "1":
+                continue
+            term, concept = row["term"], row["conceptId"]
+            if row["typeId"] == "900000000000003001" and term.endswith(")") and "(" in term:
+                fsn_tag[concept] = term[term.rindex("(") + 1:-1]
+            else:
+                rows.append((concept, term, row["typeId"]))
+    for concept, term, _ in rows:
+        kind = SNOMED_KIND_BY_HIERARCHY.get(fsn_tag.get(concept, ""))
+        if kind:
+            yield Concept(SNOMED, concept, term, term, "synonym", kind, True)
+
+
+def read_cpt_csv(path: Path) -> Iterator[Concept]:
+    """A site's CPT code file as CSV with `code` and `description` columns (AMA licence)."""
+    require_file(path, "CPT CSV", "export the site's licensed CPT file as CSV (code, description)")
+    with _open_text(path) as handle:
+        for row in csv.DictReader(handle):
+            row = {k.strip().lower(): v.strip() for k, v in row.items()}
+            yield Concept(CPT, row["code"], row["description"], row["description"], "preferred", "procedure", True)
 
 
 # Starter sets kept in the package --------------------------------------------------------

@@ -9,6 +9,8 @@ from pipeline.records import Entity
 from pipeline.stages.base import Resources, Stage
 
 CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
+# Coded only where a site loaded SNOMED CT or CPT; without them "uncoded" would flag every one.
+CODED_WHEN_LOADED = ("procedure",)
 _VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
 
 
@@ -42,6 +44,8 @@ class CodeStage(Stage):
         for entity in entities:
             # "No known allergies" names no substance to code.
             if entity.kind in CODED_KINDS and not (entity.kind == "allergy" and entity.assertion == "negated"):
+                self.code_entity(entity)
+            elif entity.kind in CODED_WHEN_LOADED and self.index.has_kind(entity.kind):
                 self.code_entity(entity)
         row["entities"] = [entity.to_row() for entity in entities]
         return row
