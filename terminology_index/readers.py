@@ -170,7 +170,9 @@ def read_loinc_csv(path: Path) -> Iterator[Concept]:
     require_file(path, "LOINC table", "unzip the LOINC release and point terminology.loinc_table at Loinc.csv")
     delimiter = "\t" if ".tsv" in path.name else ","
     with _open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        # The TSV extracts are written without quoting; official Loinc.csv quotes every field.
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
         for row in reader:
             row = {k.lower(): v for k, v in row.items()}
             if row.get("status") == "DEPRECATED" or row.get("classtype") not in ("1", "2"):

@@ -90,7 +90,11 @@ class RenderStage(Stage):
                 raise PageFailure("missing_page", f"page {row['page_index']} of {document.page_count}")
             try:
                 page = document[row["page_index"]]
-                dpi = self.dpi
+                # A scan is rendered at its own resolution; a PDF page at the configured DPI.
+                if row["media_type"] == "application/pdf":
+                    dpi = self.dpi
+                else:
+                    dpi = _native_dpi(row["source_uri"], row["page_index"], page.rect.width)
                 longest_in = max(page.rect.width, page.rect.height) / 72
                 dpi = min(dpi, int(self.max_side_px / longest_in)) if longest_in else dpi
                 if row["media_type"] == "application/pdf":
@@ -137,3 +141,14 @@ def _eight_bit(image: Any) -> Any:
     if image.mode == "I" or image.mode.startswith("I;16"):
         return image.convert("I").point(lambda value: value * (1 / 256))
     return image
+
+
+def _native_dpi(path: str, page_index: int, width_pt: float) -> int:
+    """The DPI at which PyMuPDF renders a TIFF page back to its own pixels (whatever
+    resolution PyMuPDF assumed when the file records none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.seek(page_index)
+        width_px = image.size[0]
+    return max(1, round(width_px * 72 / width_pt))

@@ -290,3 +290,13 @@ def test_rows_failed_upstream_pass_through_untouched(tmp_path: Path) -> None:
 def test_dpi_out_of_bounds_is_rejected(dpi: int) -> None:
     with pytest.raises(ValueError, match="dpi"):
         RenderStage(dpi=dpi)
+
+
+def test_tiff_without_dpi_keeps_its_pixel_size(tmp_path):
+    path = tmp_path / "nodpi.tif"
+    Image.new("L", (300, 200), 128).save(path, format="TIFF")
+    row = {"facility_id": "f", "document_id": "d", "page_index": 0, "source_uri": str(path), "sha256": "x",
+           "media_type": "image/tiff"}
+    out = RenderStage().process_batch(page_rows_to_table([row])).to_pylist()[0]
+    assert (out["image_width"], out["image_height"]) == (300, 200)
+    assert len(out["image"]) == 300 * 200
