@@ -159,6 +159,11 @@ class _Writer:
         return SynthDocument(document_type, self.pages, gold)
 
 
+def _outpatient(visit: Visit) -> dict[str, Any]:
+    """The gold encounter of a one-day outpatient visit."""
+    return {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"}
+
+
 def discharge_summary(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
     w = _Writer(patient, facility, "DISCHARGE SUMMARY")
     w.line((0.08, f"Admission Date: {us_date(visit.start)}"), (0.50, f"Discharge Date: {us_date(visit.end)}"))
@@ -203,7 +208,7 @@ def lab_report(rng: random.Random, patient: Patient, visit: Visit, facility: str
         w.fact("labs", name=lab.name, loinc=lab.loinc, value=value, unit=lab.ucum, low=lab.low,
                high=lab.high, flag=flag or "N")
     w.heading("Results reviewed by the laboratory director.")
-    return w.document("lab_report", {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"})
+    return w.document("lab_report", _outpatient(visit))
 
 
 def prescription(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
@@ -213,7 +218,7 @@ def prescription(rng: random.Random, patient: Patient, visit: Visit, facility: s
     w.medication_list("prescription")
     w.heading("Refills: 2")
     w.text("Prescriber signature on file.")
-    return w.document("prescription", {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"})
+    return w.document("prescription", _outpatient(visit))
 
 
 def referral_letter(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
@@ -230,7 +235,7 @@ def referral_letter(rng: random.Random, patient: Patient, visit: Visit, facility
     w.heading("ALLERGIES:")
     w.allergy_list()
     w.heading("Kind regards,")
-    return w.document("referral_letter", {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"})
+    return w.document("referral_letter", _outpatient(visit))
 
 
 def progress_note(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
@@ -248,7 +253,7 @@ def progress_note(rng: random.Random, patient: Patient, visit: Visit, facility: 
     w.diagnosis_list(patient.diagnoses, "assessment", numbered=True)
     w.heading("PLAN:")
     w.medication_list("plan")
-    return w.document("progress_note", {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"})
+    return w.document("progress_note", _outpatient(visit))
 
 
 INTAKE_CHECKLIST = (
@@ -276,7 +281,7 @@ def intake_form(rng: random.Random, patient: Patient, visit: Visit, facility: st
     w.medication_list("home medications")
     w.heading("ALLERGIES:")
     w.allergy_list()
-    return w.document("intake_form", {"start": visit.start.isoformat(), "end": visit.start.isoformat(), "class": "AMB"})
+    return w.document("intake_form", _outpatient(visit))
 
 
 BUILDERS: dict[str, Callable[[random.Random, Patient, Visit, str], SynthDocument]] = {

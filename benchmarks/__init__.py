@@ -1,0 +1,1 @@
+"""Benchmarks: entries run from one command each, with pass/fail requirements."""
