@@ -123,10 +123,17 @@ def ucum(unit: str | None) -> str | None:
     return UCUM_UNITS.get(unit.strip().lower(), unit.strip())
 
 
+# A trigger's scope ends at these (ConText terminators): "no fever, with a history of HTN".
+_SCOPE_END = re.compile(r"[;.]|,\s*(?:with|but|and)\b|\b(?:but|however|although|except|aside from)\b")
+
+
 def assertion_of(text_before: str, section_role: str) -> str:
-    """NegEx-style assertion from the words before a mention and the section it is in."""
-    before = " " + text_before.lower() + " "
-    if section_role == "family" or any(w in before for w in FAMILY_WORDS):
+    """NegEx/ConText-style assertion from the words before a mention (within the trigger's
+    scope, which ends at a terminator) and the section it is in."""
+    if section_role == "family":
+        return "family"
+    before = " " + _SCOPE_END.split(text_before.lower())[-1] + " "
+    if any(f" {w} " in before for w in FAMILY_WORDS):
         return "family"
     if any(f" {t}" in before for t in NEGATION_TRIGGERS):
         return "negated"

@@ -157,7 +157,9 @@ class TerminologyIndex:
                     score = 0.95 if concept.billable else 0.85
                     self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, score,
                                                     "ocr-tolerant"))
-        if len(found) < k:
+        # An exact billable match is the answer; full-text search (most of the lookup time)
+        # only runs when there is none.
+        if not any(c.billable for c in exact):
             self._full_text(found, index_kind, systems, text, k)
         if ICD10CM in systems:
             self._add_default_leaves(found, text)
@@ -200,7 +202,13 @@ class TerminologyIndex:
 
         if not leaves or (not named_sides and min(map(default_rank, leaves)) == len(_DEFAULT_LEAF_WORDS)):
             return None
-        return min(leaves, key=lambda c: (default_rank(c), len(c.code), c.code))
+        wanted = _tokens(text)
+
+        def extra_words(concept: IndexedConcept) -> int:
+            # "Pruritus, unspecified" over "Anogenital pruritus, unspecified" for "pruritus".
+            return len(_tokens(concept.display) - wanted - {"unspecified"})
+
+        return min(leaves, key=lambda c: (default_rank(c), extra_words(c), len(c.code), c.code))
 
     def prefer_lab_property(self, candidates: list[CodeCandidate], analyte: str, unit: str | None,
                             k: int = 5) -> list[CodeCandidate]:
@@ -264,10 +272,13 @@ class TerminologyIndex:
         if strength_mg is None:
             return None
         strength = f" {strength_mg:g} MG "
-        fits = [d for d in self._drugs_by_ingredient.get(ingredient_rxcui, []) if strength in f" {d.display} "]
+        # Single-ingredient products only: "metformin 500 MG / sitagliptin 50 MG" is another drug.
+        fits = [d for d in self._drugs_by_ingredient.get(ingredient_rxcui, [])
+                if strength in f" {d.display} " and " / " not in d.display]
         if form:
             fits = [d for d in fits if form.lower() in d.display.lower()] or fits
-        oral = [d for d in fits if "Oral" in d.display and "Extended" not in d.display]
+        oral = [d for d in fits if "Oral" in d.display and "Extended" not in d.display
+                and not d.display.startswith(("12 HR", "24 HR"))]
         choice = oral or fits
         return choice[0] if len(choice) == 1 else None
 

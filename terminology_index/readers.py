@@ -146,11 +146,18 @@ def read_rxnorm_rrf(rxnconso: Path, rxnrel: Path | None = None) -> Iterator[Conc
 def read_rxnorm_tsv(concepts: Path, relations: Path | None = None) -> Iterator[Concept]:
     """The RxNorm TSV extract in ../shared/terminology (rxcui, tty, name + relations)."""
     ingredient_of: dict[str, str] = {}
+    precise_of: dict[str, str] = {}  # clinical component/drug -> its precise ingredient (a salt: PIN)
     if relations is not None:
         with _open_text(require_file(relations, "RxNorm relations TSV", "point terminology.rxnorm_relations at it")) as h:
             for row in _tsv_rows(h):
                 if row["relation"] == "has_ingredient" and row["target_tty"] == "IN":
                     ingredient_of.setdefault(row["source_rxcui"], row["target_rxcui"])
+                elif row["relation"] == "has_precise_ingredient" and row["target_tty"] == "PIN":
+                    precise_of.setdefault(row["source_rxcui"], row["target_rxcui"])
+    # A salt ("metoprolol tartrate") takes the ingredient of the drugs it is the precise ingredient of.
+    for drug, salt in precise_of.items():
+        if drug in ingredient_of:
+            ingredient_of.setdefault(salt, ingredient_of[drug])
     with _open_text(require_file(concepts, "RxNorm concepts TSV", "point terminology.rxnorm_concepts at it")) as h:
         for row in _tsv_rows(h):
             rxcui, tty = row["rxcui"], row["tty"]

@@ -73,3 +73,7 @@ def test_lab_unit_moves_to_the_substance_concentration_code(tmp_path):
     ranked = index.prefer_lab_property(index.candidates("lab", "Glucose", 5), "Glucose", "mmol/L")
     assert ranked[0].code == "14749-6"
     assert ranked[0].match == "unit-property:Moles/volume"
+
+
+def test_default_leaf_prefers_the_plain_unspecified_code(terminology_index):
+    assert terminology_index.billable_leaf("L29", "pruritus").code == "L29.9"  # not L29.3 anogenital

@@ -234,3 +234,12 @@ def test_entity_ids_are_deterministic_and_distinct(extractor: LexiconExtractor, 
     assert len(set(ids)) == len(ids)
     assert all(i.startswith("ent-") for i in ids)
     assert not set(ids) & {e.entity_id for e in other_document}
+
+
+def test_negation_scope_ends_at_a_terminator() -> None:
+    from pipeline.lexicon import assertion_of
+
+    assert assertion_of("without known allergies, with a history of", "narrative") == "historical"
+    assert assertion_of("no fever but", "narrative") == "present"
+    assert assertion_of("patient denies", "narrative") == "negated"
+    assert assertion_of("mother with", "narrative") == "family"

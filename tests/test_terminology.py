@@ -73,7 +73,12 @@ def test_unknown_kind_and_empty_text_give_nothing(terminology_index: Terminology
 
 
 def test_top_k_limits_the_candidates(terminology_index: TerminologyIndex) -> None:
-    assert len(terminology_index.candidates("diagnosis", "diabetes mellitus", k=3)) == 3
+    assert len(terminology_index.candidates("diagnosis", "diabetic kidney complications", k=3)) == 3
+
+
+def test_an_exact_billable_match_skips_full_text_search(terminology_index: TerminologyIndex) -> None:
+    assert [c.match for c in terminology_index.candidates("diagnosis", "diabetes mellitus", k=3)] == [
+        "exact:abbreviation"]
 
 
 def test_clinical_drug_picks_the_one_scd_at_that_strength(terminology_index: TerminologyIndex) -> None:
