@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.records import CodeCandidate
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
-from terminology_index.build import CONCEPTS_TABLE, RELEASES_FILE
+from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE
 
 # Entity kind -> (index kind, the code systems a final code may come from).
 SYSTEMS_BY_KIND: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -52,6 +52,21 @@ def normalise_term(text: str) -> str:
 
 def _tokens(text: str) -> set[str]:
     return {t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS}
+
+
+def _in_category(code: str, category: str) -> bool:
+    return code == category or code.startswith(category + ".") or (
+        "." in category and code.startswith(category))
+
+
+def _read_combinations(path: Path) -> dict[tuple[str, str], tuple[str, bool]]:
+    if not path.is_file():
+        return {}
+    rules = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        first, second, combined, keep_second = line.split("\t")
+        rules[(first, second)] = (combined, keep_second == "1")
+    return rules
 
 
 def _sides(text: str) -> set[str]:
@@ -122,6 +137,7 @@ class TerminologyIndex:
                 if concept.tty == "SCD" and concept.ingredient:
                     self._drugs_by_ingredient[concept.ingredient].append(concept)
         self._loaded = {(c.kind, c.system) for c in self._by_code.values()}
+        self._combinations = _read_combinations(path / COMBINATIONS_FILE)
         # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
         self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
                                   if system == ICD10CM and concept.billable)
@@ -281,6 +297,16 @@ class TerminologyIndex:
                 and not d.display.startswith(("12 HR", "24 HR"))]
         choice = oral or fits
         return choice[0] if len(choice) == 1 else None
+
+    def combination(self, first: str, second: str) -> tuple[IndexedConcept, bool] | None:
+        """The ICD-10-CM combination code for two codes written together ("type 2 diabetes
+        with CKD stage 3a"), and whether the second code is still reported beside it."""
+        for (a, b), (combined, keep_second) in self._combinations.items():
+            if _in_category(first, a) and _in_category(second, b):
+                concept = self._by_code.get((ICD10CM, combined))
+                if concept is not None:
+                    return concept, keep_second
+        return None
 
     def lexicon(self, kind: str) -> set[str]:
         """Every normalised term of one index kind: the dictionary the lexicon extractor spots."""

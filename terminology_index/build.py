@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CONCEPTS_TABLE = "concepts"
 RELEASES_FILE = "releases.json"
+COMBINATIONS_FILE = "icd10cm_combinations.tsv"  # ICD-10-CM "with" rules, copied into each index
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def index_version(sources: IndexSources) -> str:
     parts = [json.dumps(asdict(sources), sort_keys=True)]
     for name, path, _ in _release_inputs(sources):
         parts.append(f"{name}:{_fingerprint(path)}")
-    for starter in ("loinc_starter.tsv", "rxnorm_starter.tsv", "icd10cm_synonyms.tsv"):
+    for starter in ("loinc_starter.tsv", "rxnorm_starter.tsv", "icd10cm_synonyms.tsv", COMBINATIONS_FILE):
         parts.append(hashlib.sha256((Path(__file__).parent / "data" / starter).read_bytes()).hexdigest()[:16])
     return "tix-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
@@ -123,6 +125,7 @@ def build_index(sources: IndexSources, output: Path) -> dict:
         "terms": len(unique),
         "releases": releases,
     }
+    shutil.copyfile(Path(__file__).parent / "data" / COMBINATIONS_FILE, output / COMBINATIONS_FILE)
     (output / RELEASES_FILE).write_text(json.dumps(record, indent=1))
     log.info("terminology index %s: %d terms in %.1fs", record["version"], len(unique), record["built_seconds"])
     return record

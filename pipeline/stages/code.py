@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.records import Entity
+from pipeline.records import CodeCandidate, Entity
 from pipeline.stages.base import Resources, Stage
+from terminology_index import ICD10CM
 
+# Words that join two conditions ICD-10-CM may code together.
+_LINKED = re.compile(r"\s+(?:with|w/|due to|secondary to|and)\s+", re.IGNORECASE)
 CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
 # Coded only where a site loaded SNOMED CT or CPT; without them "uncoded" would flag every one.
 CODED_WHEN_LOADED = ("procedure",)
@@ -41,14 +46,53 @@ class CodeStage(Stage):
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         entities = [Entity.from_row(e) for e in row["entities"] or []]
+        coded: list[Entity] = []
         for entity in entities:
+            coded.append(entity)
+            if entity.kind == "diagnosis":
+                also_reported = self.code_combination(entity)
+                if also_reported is None:
+                    self.code_entity(entity)
+                else:
+                    coded.extend(also_reported)
             # "No known allergies" names no substance to code.
-            if entity.kind in CODED_KINDS and not (entity.kind == "allergy" and entity.assertion == "negated"):
+            elif entity.kind in CODED_KINDS and not (entity.kind == "allergy" and entity.assertion == "negated"):
                 self.code_entity(entity)
             elif entity.kind in CODED_WHEN_LOADED and self.index.has_kind(entity.kind):
                 self.code_entity(entity)
-        row["entities"] = [entity.to_row() for entity in entities]
+        row["entities"] = [entity.to_row() for entity in coded]
         return row
+
+    def code_combination(self, entity: Entity) -> list[Entity] | None:
+        """"X with Y" where ICD-10-CM has one code for both: the entity takes the combination
+        code, and Y (a CKD stage, say) is returned as its own entity when coders report it too.
+        None when the text is not such a pair."""
+        parts = _LINKED.split(entity.text, maxsplit=1)
+        if len(parts) != 2:
+            return None
+        first, second = (self._exact_code(part) for part in parts)
+        rule = self.index.combination(first.code, second.code) if first and second else None
+        if rule is None:
+            return None
+        combined, keep_second = rule
+        entity.candidates = [CodeCandidate(ICD10CM, combined.code, combined.display, 1.0,
+                                           f"combination:{first.code}+{second.code}"), first, second]
+        entity.code, entity.code_system, entity.code_display, entity.code_score = (
+            combined.code, ICD10CM, combined.display, min(first.score, second.score))
+        entity.confidence = round(entity.confidence * entity.code_score, 4)
+        if not keep_second:
+            return []
+        stage = replace(entity, entity_id=f"{entity.entity_id}-2", text=parts[1].strip(), code=second.code,
+                        code_display=second.display, code_score=second.score, candidates=[second],
+                        flags=list(entity.flags))
+        return [stage]
+
+    def _exact_code(self, text: str) -> CodeCandidate | None:
+        """The billable code of a part of a combined mention, when it matches near-exactly."""
+        for candidate in self.index.candidates("diagnosis", text.strip(), self.top_k):
+            if candidate.score >= 0.9 and self._choosable(candidate.system, candidate.code):
+                return candidate
+        return None
 
     def code_entity(self, entity: Entity) -> None:
         assert self.index is not None, "setup() opens the index"

@@ -142,3 +142,28 @@ def test_missing_input_column_is_named(stage: CodeStage) -> None:
 def test_top_k_out_of_bounds_is_rejected(terminology_index_path: Path) -> None:
     with pytest.raises(ValueError, match="top_k"):
         CodeStage(index_path=str(terminology_index_path), top_k=0)
+
+
+def _diagnosis(text: str) -> dict:
+    return Entity(entity_id="dx", kind="diagnosis", text=text, section="assessment", assertion="present",
+                  page_index=0, line_ids=[3], bbox=[0, 0, 10, 10], ocr_confidence=1.0, confidence=0.9).to_row()
+
+
+def test_type_2_diabetes_with_ckd_stage_takes_the_combination_and_the_stage_code(terminology_index_path):
+    stage = CodeStage(index_path=str(terminology_index_path))
+    stage.setup()
+    row = {"facility_id": "f", "document_id": "d", "page_index": 0,
+           "entities": [_diagnosis("Type 2 diabetes mellitus with CKD stage 3a")]}
+    coded = stage.process_page(row)["entities"]
+    assert [(e["entity_id"], e["code"]) for e in coded] == [("dx", "E11.22"), ("dx-2", "N18.31")]
+    assert coded[0]["candidates"][0]["match"] == "combination:E11.9+N18.31"
+    assert coded[1]["line_ids"] == [3]  # the stage code keeps the lineage of the mention
+
+
+def test_a_pair_without_a_combination_rule_is_coded_as_written(terminology_index_path):
+    stage = CodeStage(index_path=str(terminology_index_path))
+    stage.setup()
+    row = {"facility_id": "f", "document_id": "d", "page_index": 0,
+           "entities": [_diagnosis("Type 2 diabetes mellitus without complications")]}
+    coded = stage.process_page(row)["entities"]
+    assert [e["code"] for e in coded] == ["E11.9"]
