@@ -46,8 +46,8 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
 
 def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
     """The lazy dataset of validated page rows; nothing runs until it is consumed."""
-    # Small blocks let render and OCR work on different pages at once from the first page.
-    source = ManifestDatasource(manifest_path, rows_per_block=cfg.resources.tasks.batch_size)
+    # Blocks of one OCR batch let every OCR actor start on its own pages at once.
+    source = ManifestDatasource(manifest_path, rows_per_block=cfg.resources.ocr.batch_size)
     dataset = ray.data.read_datasource(source, num_cpus=cfg.resources.tasks.cpus)
     for factory in stage_factories(cfg):
         dataset = apply_stage(dataset, factory)
