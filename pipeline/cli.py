@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.ray_adapter import OFFLINE_ENV
+from pipeline.offline import use_offline_environment
 
 COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate")
 
@@ -45,9 +45,7 @@ def _print_scores(run_dir: Path, gold_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    os.environ.update(OFFLINE_ENV)
+    use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)

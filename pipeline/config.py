@@ -7,10 +7,11 @@ value fails at start-up with the key that is wrong, not deep inside a Ray worker
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from terminology_index.build import IndexSources
 
@@ -24,7 +25,7 @@ class _Strict(BaseModel):
 class OcrConfig(_Strict):
     backend: Literal["paddle_onnx"]
     model_dir: str
-    det_limit_side_len: int = Field(1700, ge=320, le=6000)
+    det_limit_side_len: int = Field(1664, ge=320, le=6000)
 
 
 class ExtractConfig(_Strict):
@@ -91,6 +92,13 @@ class ValidateConfig(_Strict):
     min_confidence: float = Field(0.75, ge=0, le=1)
     earliest_birth_year: int = Field(1900, ge=1800)
     today: str | None = None
+
+    @field_validator("today")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            date.fromisoformat(value)  # raises with the bad value at start-up, not in a worker
+        return value
 
 
 class MedrecConfig(_Strict):

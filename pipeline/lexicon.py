@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
@@ -182,8 +183,12 @@ class LexiconExtractor:
                 entities.append(lab)
                 continue
             entities.extend(self._section_item(row, text, section, role, page_index))
+        seen: Counter[str] = Counter()
         for entity in entities:
             entity.entity_id = _entity_id(document_id, entity)
+            seen[entity.entity_id] += 1
+            if seen[entity.entity_id] > 1:  # the same words twice on one row stay two mentions
+                entity.entity_id = f"{entity.entity_id}-{seen[entity.entity_id]}"
         return entities
 
     # Sections ----------------------------------------------------------------------------
@@ -240,10 +245,12 @@ class LexiconExtractor:
             return []
         key, value = normalise_term(match.group("key")), match.group("value").strip()
         row = Row([line])
+        if not value.strip(" ,.;:"):  # a label with nothing after it ("MRN: ")
+            return []
         if key in ("patient", "name", "patient name"):
             if "," in value:
                 family, given = (part.strip() for part in value.split(",", 1))
-                value = f"{given} {family}"
+                value = f"{given} {family}".strip()
             return [self._demographic("name", value, row, page, section)]
         if key in ("mrn", "medical record number", "mrn no"):
             return [self._demographic("mrn", value.split()[0], row, page, section)]

@@ -44,16 +44,11 @@ def file_sha256(path: Path) -> str:
 def count_pages(path: Path, media_type: str, document_id: str) -> int:
     """Pages in a file; 1 where the file cannot be opened (render will quarantine it)."""
     try:
-        if media_type == "application/pdf":
-            import pymupdf
+        if media_type in ("application/pdf", "image/tiff"):
+            import pymupdf  # the renderer's own count, so every page it can render is listed
 
-            with pymupdf.open(path) as pdf:
-                return max(pdf.page_count, 1)
-        if media_type == "image/tiff":
-            from PIL import Image
-
-            with Image.open(path) as image:
-                return max(getattr(image, "n_frames", 1), 1)
+            with pymupdf.open(path) as document:
+                return max(document.page_count, 1)
     except Exception as exc:  # an unreadable file is still one row, quarantined at render
         # File names in archives often hold patient names: log the document id only.
         log.warning("cannot count pages of %s: %s", document_id, type(exc).__name__)
@@ -74,8 +69,12 @@ def build_manifest(input_dir: Path, facility_id: str | None = None) -> pa.Table:
         facility = facility_id or (relative.parts[0] if len(relative.parts) > 1 else "default")
         media_type = MEDIA_TYPES.get(path.suffix.lower(), UNSUPPORTED_MEDIA_TYPE)
         document_id = document_id_for(str(relative))
-        pages = count_pages(path, media_type, document_id) if path.stat().st_size else 1
-        sha = file_sha256(path)
+        try:
+            pages = count_pages(path, media_type, document_id) if path.stat().st_size else 1
+            sha = file_sha256(path)
+        except OSError as exc:  # unreadable now: one row, which render quarantines
+            log.warning("cannot read %s: %s", document_id, type(exc).__name__)
+            pages, sha = 1, ""
         for page_index in range(pages):
             rows.append(
                 {

@@ -22,18 +22,12 @@ from typing import Any
 import yaml
 
 from pipeline.manifest import file_sha256
+from pipeline.offline import use_offline_environment
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ROOT = Path("~/.cache/medrec/models")
 
-# No model-hoster probe, no Hub calls, and no ONNX Runtime telemetry file under $HOME.
-# ORT reads its variable at import, so these must be set before onnxruntime is imported.
-OFFLINE_ENV = {
-    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
-    "HF_HUB_OFFLINE": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-}
 MODEL_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"
 
@@ -92,11 +86,6 @@ class OcrModelDirs:
     det_model_dir: Path
     rec_model_name: str
     rec_model_dir: Path
-
-
-def use_offline_environment() -> None:
-    """Set OFFLINE_ENV in this process; call before importing onnxruntime or paddleocr."""
-    os.environ.update(OFFLINE_ENV)
 
 
 def rapidocr_models_dir() -> Path | None:

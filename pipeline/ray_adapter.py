@@ -13,13 +13,6 @@ import ray.data
 
 from pipeline.stages.base import Stage
 
-# Environment every worker gets: nothing may reach a model hub or phone home.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
-    "ORT_DISABLE_TELEMETRY": "1",
-}
 
 
 class _StageActor:

@@ -18,7 +18,6 @@ class RunReport:
     pages_processed: int
     pages_quarantined: int
     pages_unaccounted: int
-    duplicate_pages_dropped: int
     documents: int
     quarantine_by_reason: dict[str, int]
     entities_by_kind: dict[str, int]
@@ -58,7 +57,6 @@ class RunReport:
             pages_processed=processed,
             pages_quarantined=quarantined,
             pages_unaccounted=pages_in - processed - quarantined,
-            duplicate_pages_dropped=tables.duplicate_pages,
             documents=len(tables.documents),
             quarantine_by_reason=dict(sorted(reasons.items())),
             entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags")},

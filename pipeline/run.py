@@ -72,9 +72,9 @@ def prepare_models(cfg: MedrecConfig) -> str:
 def init_ray(cfg: MedrecConfig) -> None:
     import ray
 
-    from pipeline.ray_adapter import OFFLINE_ENV
+    from pipeline.offline import OFFLINE_ENV, use_offline_environment
 
-    os.environ.update(OFFLINE_ENV)
+    use_offline_environment()
     if not ray.is_initialized():
         ray.init(num_cpus=cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False)

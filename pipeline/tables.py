@@ -1,8 +1,9 @@
 """Streaming Parquet writers for the output tables, and the per-document index kept while writing.
 
 The driver consumes the graph batch by batch: page rows go to `tables/pages.parquet`,
-their entities to a staging file, failed pages to the quarantine table. Only a small
-summary per document is held in memory (patient key votes, type votes, page count).
+their entities to a staging file, failed pages to the quarantine table. Pages are not
+held; a small summary per document is (patient key votes, type votes, page count), so
+driver memory grows with the number of documents, not pages or entities.
 """
 
 from __future__ import annotations
@@ -84,22 +85,16 @@ class PageTableWriter:
         self.pages = _Writer(tables_dir / "pages.parquet", PAGES_TABLE_SCHEMA)
         self.staged_entities = _Writer(tables_dir / "_entities_staged.parquet", STAGED_ENTITY_SCHEMA)
         self.quarantine = _Writer(quarantine_path, QUARANTINE_SCHEMA)
-        self.documents: dict[str, DocumentSummary] = {}
+        # One small summary per document (not per page): patient and type votes for assembly.
+        self.documents: dict[tuple[str, str], DocumentSummary] = {}
         self.stage_seconds: Counter[str] = Counter()
-        self.seen_pages: set[tuple[str, int]] = set()
-        self.duplicate_pages = 0
 
     def write_batch(self, batch: pa.Table) -> tuple[int, int]:
         """Write one batch; returns (pages ok, pages quarantined)."""
         pages, entities, quarantined = [], [], []
         for row in batch.to_pylist():
-            key = (row["document_id"], row["page_index"])
-            if key in self.seen_pages:
-                self.duplicate_pages += 1  # a retried task re-emitted a page: keep the first
-                continue
-            self.seen_pages.add(key)
             summary = self.documents.setdefault(
-                row["document_id"], DocumentSummary(row["facility_id"], row["source_uri"], row["media_type"],
+                (row["facility_id"], row["document_id"]), DocumentSummary(row["facility_id"], row["source_uri"], row["media_type"],
                                                     mrn_hint=row.get("mrn"), type_hint=row.get("document_type")))
             for timing in row.get("timings") or []:
                 self.stage_seconds[timing["stage"]] += timing["seconds"]
@@ -130,7 +125,8 @@ class PageTableWriter:
         self.staged_entities.close()
 
 
-def finish_entity_tables(tables_dir: Path, documents: dict[str, DocumentSummary]) -> tuple[Path, dict[str, int]]:
+def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary]
+                         ) -> tuple[Path, dict[str, int]]:
     """Staged entities -> `entities.parquet` (with patient keys), `flags.parquet`, and the
     assembly input; streamed batch by batch. Returns the assembly input path and counts."""
     staged = tables_dir / "_entities_staged.parquet"
@@ -142,7 +138,7 @@ def finish_entity_tables(tables_dir: Path, documents: dict[str, DocumentSummary]
     for batch in pq.ParquetFile(staged).iter_batches(batch_size=4096):
         entity_rows, flag_rows, assembly_rows = [], [], []
         for row in batch.to_pylist():
-            document = documents[row["document_id"]]
+            document = documents[(row["facility_id"], row["document_id"])]
             row["patient_key"] = document.patient_key(row["document_id"])
             entity_rows.append(row)
             counts[f"{row['kind']}"] += 1

@@ -71,12 +71,13 @@ def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Con
 
 
 def _fingerprint(path: Path) -> str:
-    if path.is_dir():
-        return "dir"
+    """Content hash of a release file, or of every file of a release folder (RxNorm rrf/)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -108,11 +109,12 @@ def build_index(sources: IndexSources, output: Path) -> dict:
         before = len(concepts)
         concepts.extend(rows)
         releases.append({"source": name, "path": str(path), "terms": len(concepts) - before})
+    before = len(concepts)
     concepts.extend(r.read_loinc_starter())
     concepts.extend(r.read_rxnorm_starter())
     icd_displays = {c.code: c.display for c in concepts if c.system == ICD10CM and c.term_type == "preferred"}
     concepts.extend(r.read_icd10cm_clinical_synonyms(icd_displays))
-    releases.append({"source": "medrec-starter-sets", "path": "terminology_index/data", "terms": 0})
+    releases.append({"source": "medrec-starter-sets", "path": "terminology_index/data", "terms": len(concepts) - before})
     unique = list(_unique(concepts))
     table = pa.Table.from_pylist([asdict(c) for c in unique], schema=CONCEPT_SCHEMA)
     output.mkdir(parents=True, exist_ok=True)

@@ -366,7 +366,7 @@ def _build_patient(
     ]
     if identifiers:
         body["identifier"] = identifiers
-    if "name" in chosen:
+    if chosen.get("name", "").split():
         body["name"] = [_human_name(chosen["name"])]
     if "phone" in chosen:
         body["telecom"] = [{"system": "phone", "value": chosen["phone"]}]

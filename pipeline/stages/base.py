@@ -7,6 +7,7 @@ schema. Stages never call Ray; `pipeline.ray_adapter` turns them into `map_batch
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -14,6 +15,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from pipeline.schemas import page_rows_to_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,8 @@ class PageFailure(Exception):
     """Raised by a stage for a bad page (corrupt, unsupported, unreadable input).
 
     The page is marked with the stage and reason, skips the later stages and lands in
-    quarantine. Anything else raised (a dead engine, out of memory) propagates so that Ray
-    retries the task or restarts the actor. Messages must not carry page text (PHI).
+    quarantine. Messages must not carry page text (PHI). Model stages that hold an engine
+    let the engine's own failures propagate, so Ray restarts the actor.
     """
 
     def __init__(self, error_type: str, message: str):
@@ -88,11 +91,18 @@ class Stage:
         return page_rows_to_table(out)
 
     def _guarded(self, fn, row: dict[str, Any], *args: Any) -> dict[str, Any]:
-        """Run `fn` on a row, turning a PageFailure into an error-marked row."""
+        """Run `fn` on a row: a PageFailure, or any unexpected error this page alone
+        causes, becomes an error-marked row; running out of memory still propagates."""
         try:
             return fn(row, *args)
         except PageFailure as failure:
             return mark_failed(row, self.name, failure.error_type, failure.message)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bug met on one page must not sink the run: quarantine it
+            log.warning("stage %s failed on %s page %s: %s", self.name, row.get("document_id"),
+                        row.get("page_index"), type(exc).__name__)
+            return mark_failed(row, self.name, "internal_error", type(exc).__name__)
 
 
 def mark_failed(row: dict[str, Any], stage: str, error_type: str, message: str) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.ocr_models import ensure_ocr_model_dirs, use_offline_environment
-from pipeline.stages.base import PageFailure, Resources, Stage
+from pipeline.ocr_models import ensure_ocr_model_dirs
+from pipeline.offline import use_offline_environment
+from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ class OcrStage(Stage):
             done.append(decoded)
         if pixels:
             indices = sorted(pixels)
-            results = self._engine.predict([pixels[i] for i in indices])
-            for index, result in zip(indices, results, strict=True):
+            for index, result in self._predict(indices, pixels, done):
                 lines = self._lines_from_result(result, rows[index])
                 done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines}
                 self.counters["pages_ocr"] += 1
@@ -133,6 +133,32 @@ class OcrStage(Stage):
                     len(lines),
                 )
         return done
+
+    def _predict(self, indices: list[int], pixels: dict[int, np.ndarray],
+                 done: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+        """One predict call for the batch. If the engine rejects it, page by page: a page it
+        rejects is quarantined and its neighbours go through; if it rejects every page of
+        several, the engine is broken and the error propagates so Ray restarts the actor."""
+        try:
+            return list(zip(indices, self._engine.predict([pixels[i] for i in indices]), strict=True))
+        except MemoryError:
+            raise
+        except Exception as batch_error:
+            first_error = batch_error
+        results, rejected = [], []
+        for index in indices:
+            try:
+                results.append((index, self._engine.predict([pixels[index]])[0]))
+            except MemoryError:
+                raise
+            except Exception as exc:
+                rejected.append((index, exc))
+        if len(indices) > 1 and len(rejected) == len(indices):
+            raise first_error
+        for index, exc in rejected:
+            done[index] = mark_failed(done[index], self.name, "ocr_engine_rejected_page", type(exc).__name__)
+            self.counters["pages_failed"] += 1
+        return results
 
     def _decode_into(
         self, row: dict[str, Any], pixels: dict[int, np.ndarray], index: int

@@ -68,7 +68,7 @@ class RenderStage(Stage):
                 dpi = int(round(image.info.get("dpi", (self.dpi, self.dpi))[0])) or self.dpi
         except Image.DecompressionBombError:
             raise PageFailure("image_too_large", "image exceeds the decompression limit") from None
-        except (OSError, SyntaxError, ValueError) as exc:
+        except Exception as exc:  # Pillow raises many types for damaged files
             raise PageFailure("corrupt_file", f"image cannot be decoded ({type(exc).__name__})") from None
         scale = min(1.0, self.max_side_px / max(gray.size))
         if scale < 1.0:

@@ -114,3 +114,29 @@ def test_reading_order_keeps_a_baseline_left_to_right() -> None:
 def test_rejects_bad_config(tmp_path) -> None:
     with pytest.raises(ValueError, match="cpu_threads"):
         OcrStage(model_dir=str(tmp_path), cpu_threads=0)
+
+
+class _RejectsDarkPages:
+    """An engine double standing in for PaddleOCR's predict: rejects an all-black page."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def predict(self, images):
+        if any(int(image.max()) == 0 for image in images):
+            raise RuntimeError("engine cannot take this page")
+        return self.real.predict(images)
+
+
+def test_a_page_the_engine_rejects_is_quarantined_and_its_neighbour_goes_through(stage: OcrStage) -> None:
+    good = page_row(0, image=draw_page(["Diagnosis: Essential hypertension"]), text_source="ocr")
+    black = page_row(1, image=bytes(WIDTH * HEIGHT), text_source="ocr")
+    stage.process_batch(page_rows_to_table([good]))  # runs setup, so the real engine exists
+    real = stage._engine
+    stage._engine = _RejectsDarkPages(real)
+    try:
+        out = stage.process_batch(page_rows_to_table([good, black])).to_pylist()
+    finally:
+        stage._engine = real
+    assert out[0]["error_stage"] is None and out[0]["lines"]
+    assert (out[1]["error_stage"], out[1]["error_type"]) == ("ocr", "ocr_engine_rejected_page")

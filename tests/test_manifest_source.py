@@ -1,0 +1,38 @@
+"""The manifest datasource: every row read once, in order, whatever the row groups."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.manifest_source import ManifestDatasource, conform_manifest
+
+
+def _manifest(n: int, with_hints: bool) -> pa.Table:
+    columns = {
+        "facility_id": ["f"] * n, "document_id": [f"d{i // 3}" for i in range(n)],
+        "page_index": pa.array([i % 3 for i in range(n)], pa.int32()), "source_uri": [f"/x/{i}" for i in range(n)],
+        "sha256": ["0"] * n, "media_type": ["image/png"] * n,
+    }
+    if with_hints:
+        columns["mrn"] = [None] * n
+        columns["document_type"] = [None] * n
+    return pa.table(columns)
+
+
+@pytest.mark.parametrize("with_hints", [True, False])
+def test_every_row_is_read_once_in_order_across_row_groups(tmp_path, with_hints):
+    path = tmp_path / "manifest.parquet"
+    pq.write_table(_manifest(30, with_hints), path, row_group_size=7)
+    source = ManifestDatasource(str(path), rows_per_block=4)
+    blocks = [block for task in source.get_read_tasks(1) for block in task()]
+    assert all(b.num_rows <= 4 for b in blocks)
+    read = pa.concat_tables(blocks)
+    assert read.column("source_uri").to_pylist() == [f"/x/{i}" for i in range(30)]
+    assert read.schema.names[-2:] == ["mrn", "document_type"]
+
+
+def test_a_manifest_without_required_columns_is_refused():
+    with pytest.raises(ValueError, match="sha256"):
+        conform_manifest(_manifest(2, False).drop(["sha256"]))
