@@ -257,7 +257,7 @@ class TerminologyIndex:
             self._table.search(query, query_type="fts")
             .where(f"kind = '{index_kind}' AND system IN ({allowed})", prefilter=True)
             .limit(k * 8)
-            .select(["system", "code", "term", "billable"])
+            .select(["system", "code", "term", "billable", "_score"])
             .to_list()
         )
         wanted = _tokens(text)
