@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.records import CodeCandidate
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
-from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE
+from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE, VECTORS_TABLE
 
 # Entity kind -> (index kind, the code systems a final code may come from).
 SYSTEMS_BY_KIND: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -74,6 +74,16 @@ def _sides(text: str) -> set[str]:
     return {side for side in _LATERALITY if side in words}
 
 
+def _side_factor(text: str, display: str) -> float:
+    """1 when a code's side agrees with the text's; lower for another side or none named."""
+    wanted, have = _sides(text), _sides(display)
+    if not wanted:
+        return 1.0
+    if have - wanted:
+        return 0.8
+    return 1.0 if have else 0.9
+
+
 def ocr_folded(term: str) -> str:
     """A normalised term with OCR-confusable characters folded together."""
     return normalise_term(term).translate(_OCR_FOLD)
@@ -116,7 +126,10 @@ class TerminologyIndex:
             )
         self.record = json.loads(record_path.read_text())
         self.version: str = self.record["version"]
-        self._table = lancedb.connect(str(path)).open_table(CONCEPTS_TABLE)
+        db = lancedb.connect(str(path))
+        self._table = db.open_table(CONCEPTS_TABLE)
+        # Semantic search where the index was built with embeddings (the model loads on first use).
+        self._vectors = db.open_table(VECTORS_TABLE) if VECTORS_TABLE in db.table_names() else None
         columns = self._table.to_arrow().to_pydict()
         self._exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
         self._folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
@@ -177,6 +190,7 @@ class TerminologyIndex:
         # only runs when there is none.
         if not any(c.billable for c in exact):
             self._full_text(found, index_kind, systems, text, k)
+            self._semantic(found, index_kind, systems, text, k)
         if ICD10CM in systems:
             self._add_default_leaves(found, text)
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
@@ -269,12 +283,37 @@ class TerminologyIndex:
             overlap = len(wanted & have) / len(wanted | have) if have else 0.0
             # Full-text matches never outrank an exact one; non-billable headers rank lower,
             # and so does a code for another side than the text names.
-            side_penalty = 1.0
-            if _sides(text):
-                side_penalty = 0.8 if _sides(concept.display) - _sides(text) else 0.95 if not _sides(concept.display) else 1.0
-            score = 0.85 * overlap * (1.0 if concept.billable else 0.9) * side_penalty
+            score = 0.85 * overlap * (1.0 if concept.billable else 0.9) * _side_factor(text, concept.display)
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             "full-text"))
+
+    def _semantic(self, found: dict[str, CodeCandidate], index_kind: str, systems: tuple[str, ...], text: str,
+                  k: int) -> None:
+        """Nearest billable terms by sentence embedding, merged with the full-text hits:
+        a code either search finds keeps the better score (hybrid retrieval)."""
+        if self._vectors is None or not normalise_term(text):
+            return
+        from terminology_index.embeddings import embed
+
+        allowed = ", ".join(f"'{system}'" for system in systems)
+        hits = (
+            self._vectors.search(embed([text])[0])
+            .distance_type("cosine")
+            .where(f"kind = '{index_kind}' AND system IN ({allowed})", prefilter=True)
+            .limit(k * 2)
+            .select(["system", "code", "term", "_distance"])
+            .to_list()
+        )
+        for hit in hits:
+            concept = self._by_code.get((hit["system"], hit["code"]))
+            if concept is None:
+                continue
+            similarity = max(0.0, 1.0 - hit["_distance"])
+            # Scaled like full-text scores: a near-paraphrase can pass min_score, never an exact
+            # match. Embeddings barely tell left from right, so the side rule applies here too.
+            score = 0.85 * similarity * _side_factor(text, concept.display)
+            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
+                                            "semantic"))
 
     @staticmethod
     def _keep(found: dict[str, CodeCandidate], candidate: CodeCandidate) -> None:

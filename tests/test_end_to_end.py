@@ -33,7 +33,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, terminology_index_pat
                              include_bad_files=True)
     cfg = load_config([
         f"input={corpus['records']}", f"output={root / 'out'}",
-        f"terminology.index_path={terminology_index_path}", f"ocr.model_dir={root / 'models'}",
+        f"terminology.index_path={terminology_index_path}", "terminology.sources.embed_kinds=[]",
+        f"ocr.model_dir={root / 'models'}",
         "writer.progress=false", "validate.today=2026-11-01",
     ])
     report = run_pipeline(cfg)
