@@ -33,6 +33,7 @@ _OCR_FOLD = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "5": "s"})
 # A code written on the page, as OCR may misread it (l10 or 110 for I10, O for 0).
 _CODE_LIKE = re.compile(r"^[A-Za-z0-9|][0-9OoIl|]{2}(?:\.[0-9A-Za-z]{1,4})?$")
 _LATERALITY = ("bilateral", "left", "right")
+_ANSWER_CACHE_SIZE = 100_000
 # How ICD-10-CM words the code to pick when the text gives no more detail, best first.
 _DEFAULT_LEAF_WORDS = ("without complications", ", unspecified", "unspecified", "without")
 # A UCUM unit says which LOINC property a lab result has.
@@ -151,6 +152,7 @@ class TerminologyIndex:
                     self._drugs_by_ingredient[concept.ingredient].append(concept)
         self._loaded = {(c.kind, c.system) for c in self._by_code.values()}
         self._combinations = _read_combinations(path / COMBINATIONS_FILE)
+        self._answers: dict[tuple[str, str, int], list[CodeCandidate]] = {}
         # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
         self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
                                   if system == ICD10CM and concept.billable)
@@ -165,7 +167,22 @@ class TerminologyIndex:
         return self._by_code.get((system, code))
 
     def candidates(self, kind: str, text: str, k: int = 5) -> list[CodeCandidate]:
-        """Top-k codes for a mention of `kind`, best first; empty when nothing matches."""
+        """Top-k codes for a mention of `kind`, best first; empty when nothing matches.
+
+        Archives repeat the same phrases on page after page, so answers are remembered for
+        the actor's lifetime (bounded)."""
+        key = (kind, text, k)
+        if key not in self._answers:
+            if len(self._answers) >= _ANSWER_CACHE_SIZE:
+                self._answers.clear()
+            self._answers[key] = self._lookup(kind, text, k)
+        return list(self._answers[key])
+
+    def forget_answers(self) -> None:
+        """Drop remembered answers (benchmarks measure cold lookups with it)."""
+        self._answers.clear()
+
+    def _lookup(self, kind: str, text: str, k: int) -> list[CodeCandidate]:
         if kind not in SYSTEMS_BY_KIND:
             return []
         index_kind, systems = SYSTEMS_BY_KIND[kind]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,24 @@ def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Con
     return inputs
 
 
+def release_version(source: str, path: Path) -> str | None:
+    """The release a file comes from, as its publisher labels it, where that can be read:
+    the ICD-10-CM XML's <version>, LOINC's newest VersionLastChanged, else a year or date in
+    the file or folder name (icd10cm_2026, sct2_..._20250301, RxNorm_full_10062025)."""
+    if source == "icd10cm-tabular-xml":
+        with path.open(encoding="utf-8") as handle:
+            head = handle.read(4096)
+        match = re.search(r"<version>\s*(\d{4})\s*</version>", head)
+        if match:
+            return f"FY{match.group(1)}"
+    if source == "loinc-table":
+        changed = set(r.read_loinc_versions(path))
+        if changed:
+            return max(changed, key=lambda v: tuple(int(x) for x in re.findall(r"\d+", v)))
+    match = re.search(r"(\d{8}|20\d\d)", path.name)
+    return match.group(1) if match else None
+
+
 def _fingerprint(path: Path) -> str:
     """Content hash of a release file, or of every file of a release folder (RxNorm rrf/)."""
     digest = hashlib.sha256()
@@ -113,7 +132,8 @@ def build_index(sources: IndexSources, output: Path) -> dict:
     for name, path, rows in _release_inputs(sources):
         before = len(concepts)
         concepts.extend(rows)
-        releases.append({"source": name, "path": str(path), "terms": len(concepts) - before})
+        releases.append({"source": name, "path": str(path), "release": release_version(name, path),
+                         "terms": len(concepts) - before})
     before = len(concepts)
     concepts.extend(r.read_loinc_starter())
     concepts.extend(r.read_rxnorm_starter())

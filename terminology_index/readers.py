@@ -193,6 +193,18 @@ def read_loinc_csv(path: Path) -> Iterator[Concept]:
                 yield Concept(LOINC, code, display, row["shortname"], "synonym", kind, True, unit=unit)
 
 
+def read_loinc_versions(path: Path) -> Iterator[str]:
+    """The VersionLastChanged of every LOINC row: the newest is the release the table is."""
+    delimiter = "\t" if ".tsv" in path.name else ","
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with _open_text(path) as handle:
+        for row in csv.DictReader(handle, delimiter=delimiter, quoting=quoting):
+            lowered = {k.lower(): v for k, v in row.items()}
+            value = lowered.get("version_last_changed") or lowered.get("versionlastchanged")
+            if value:
+                yield value
+
+
 # SNOMED CT and CPT (licensed: read only where a site holds the release) -----------------
 
 SNOMED_KIND_BY_HIERARCHY = {"disorder": "diagnosis", "finding": "diagnosis", "procedure": "procedure",

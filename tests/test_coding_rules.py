@@ -77,3 +77,9 @@ def test_lab_unit_moves_to_the_substance_concentration_code(tmp_path):
 
 def test_default_leaf_prefers_the_plain_unspecified_code(terminology_index):
     assert terminology_index.billable_leaf("L29", "pruritus").code == "L29.9"  # not L29.3 anogenital
+
+
+def test_remembered_answers_are_equal_and_not_shared(terminology_index):
+    first = terminology_index.candidates("diagnosis", "Gastro-esophageal reflux disease", 5)
+    first.clear()  # a caller changing its list must not change the remembered answer
+    assert terminology_index.candidates("diagnosis", "Gastro-esophageal reflux disease", 5)[0].code == "K21"

@@ -56,3 +56,15 @@ def test_procedures_code_only_where_a_procedure_terminology_is_loaded(tmp_path):
     best = with_cpt.candidates("procedure", "Electrocardiogram", 3)[0]
     assert (best.system, best.code) == (CPT, "93000")
     assert without.candidates("procedure", "Electrocardiogram", 3) == []
+
+
+def test_release_versions_are_read_where_the_publisher_labels_them(tmp_path):
+    from terminology_index.build import release_version
+    from terminology_index.readers import bundled_icd10cm_xml
+
+    loinc = tmp_path / "Loinc.csv"
+    loinc.write_text('"LOINC_NUM","VersionLastChanged"\n"1-8","2.73"\n"2-6","2.78"\n"3-4","2.9"\n')
+    assert release_version("loinc-table", loinc) == "2.78"  # numerically newest, not as text
+    assert release_version("icd10cm-tabular-xml", bundled_icd10cm_xml()).startswith("FY20")
+    assert release_version("snomed-rf2", tmp_path / "sct2_Description_Snapshot-en_INT_20250301.txt") == "20250301"
+    assert release_version("rxnorm-tsv", tmp_path / "rxnorm_concepts.tsv.gz") is None
