@@ -9,13 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
+
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
-CPT = "http://www.ama-assn.org/go/cpt"
 
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
