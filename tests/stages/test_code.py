@@ -144,26 +144,18 @@ def test_top_k_out_of_bounds_is_rejected(terminology_index_path: Path) -> None:
         CodeStage(index_path=str(terminology_index_path), top_k=0)
 
 
-def _diagnosis(text: str) -> dict:
-    return Entity(entity_id="dx", kind="diagnosis", text=text, section="assessment", assertion="present",
-                  page_index=0, line_ids=[3], bbox=[0, 0, 10, 10], ocr_confidence=1.0, confidence=0.9).to_row()
+def test_type_2_diabetes_with_ckd_stage_takes_the_combination_and_the_stage_code(
+        stage: CodeStage, make_entity, make_page_row) -> None:
+    mention = make_entity("diagnosis", "Type 2 diabetes mellitus with CKD stage 3a", 3)
+    (row,) = code(stage, [make_page_row([mention])])
+    entities = row["entities"]
+    assert [(e["entity_id"], e["code"]) for e in entities] == [
+        ("ent-diagnosis-3", "E11.22"), ("ent-diagnosis-3-2", "N18.31")]
+    assert entities[0]["candidates"][0]["match"] == "combination:E11.9+N18.31"
+    assert entities[1]["line_ids"] == [3]  # the stage code keeps the lineage of the mention
 
 
-def test_type_2_diabetes_with_ckd_stage_takes_the_combination_and_the_stage_code(terminology_index_path):
-    stage = CodeStage(index_path=str(terminology_index_path))
-    stage.setup()
-    row = {"facility_id": "f", "document_id": "d", "page_index": 0,
-           "entities": [_diagnosis("Type 2 diabetes mellitus with CKD stage 3a")]}
-    coded = stage.process_page(row)["entities"]
-    assert [(e["entity_id"], e["code"]) for e in coded] == [("dx", "E11.22"), ("dx-2", "N18.31")]
-    assert coded[0]["candidates"][0]["match"] == "combination:E11.9+N18.31"
-    assert coded[1]["line_ids"] == [3]  # the stage code keeps the lineage of the mention
-
-
-def test_a_pair_without_a_combination_rule_is_coded_as_written(terminology_index_path):
-    stage = CodeStage(index_path=str(terminology_index_path))
-    stage.setup()
-    row = {"facility_id": "f", "document_id": "d", "page_index": 0,
-           "entities": [_diagnosis("Type 2 diabetes mellitus without complications")]}
-    coded = stage.process_page(row)["entities"]
-    assert [e["code"] for e in coded] == ["E11.9"]
+def test_a_pair_without_a_combination_rule_is_coded_as_written(stage: CodeStage, make_entity, make_page_row) -> None:
+    mention = make_entity("diagnosis", "Type 2 diabetes mellitus without complications")
+    (row,) = code(stage, [make_page_row([mention])])
+    assert [e["code"] for e in row["entities"]] == ["E11.9"]
