@@ -6,6 +6,8 @@
   medrec demo [output=DIR n_documents=N]
   medrec index build [sources=embedded|shared] [output=DIR] [terminology.sources.loinc_table=FILE ...]
   medrec evaluate input=GOLD_DIR output=RUN_DIR
+  medrec plan [resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node] [ocr=paddle_gpu] [extract=vllm]
+  medrec models check [ocr.model_dir=DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate")
+COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models")
 
 
 def _synth(cfg) -> dict:
@@ -44,6 +46,56 @@ def _print_scores(run_dir: Path, gold_dir: Path) -> None:
     print(render_scores(evaluate_run(run_dir, gold_dir)))
 
 
+def _print_plan(cfg) -> int:
+    """The VRAM plan for the GPUs found here, else for the resources profile's GPUs."""
+    import os
+
+    from pipeline.plan import DEFAULT_LLM_MODEL_FILE, detect_gpus, llm_spec_for, make_plan, plan_for_config
+    from pipeline.plan import OcrDemand, other_pool_cpus, profile_from_detected, render_plan
+
+    llm = llm_spec_for(cfg, fallback=DEFAULT_LLM_MODEL_FILE)
+    if cfg.extract.backend != "vllm":
+        print(f"extract={cfg.extract.backend} runs on CPU; the LLM below is planned from {DEFAULT_LLM_MODEL_FILE.name} "
+              "for sizing (`medrec run` plans it with extract=vllm)")
+    detected = detect_gpus()
+    if cfg.resources.gpu is not None:
+        if detected:
+            print(f"this node has {len(detected)} GPU(s) ({', '.join(name for name, _ in detected)}); "
+                  "planning the resources profile as asked")
+        print(render_plan(plan_for_config(cfg, llm), "resources profile"))
+        return 0
+    if not detected:
+        print("no GPU found on this node (nvidia-smi absent or empty) and the resources profile describes none: "
+              "pass resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node", file=sys.stderr)
+        return 2
+    ocr = OcrDemand(gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor, cpus=cfg.resources.ocr.cpus_per_actor)
+    gpu = profile_from_detected(detected, os.cpu_count() or 1)
+    print(render_plan(make_plan(gpu, ocr, llm, other_pool_cpus(cfg)), "GPUs detected by nvidia-smi"))
+    return 0
+
+
+def _check_models(overrides: list[str]) -> int:
+    """Every OCR backend's model dirs and the vllm extract config's model, staged or not."""
+    from pipeline.config import CONF_DIR, expand, load_config
+    from pipeline.graph import staged_ocr_dirs
+    from pipeline.models_check import check_llm_dir, check_onnx_dirs, check_paddle_dir, render_check
+
+    statuses = []
+    for option in sorted(path.stem for path in (CONF_DIR / "ocr").glob("*.yaml")):
+        cfg = load_config([*overrides, f"ocr={option}"])
+        staged = staged_ocr_dirs(cfg.ocr)
+        if staged is None:
+            statuses += check_onnx_dirs(expand(cfg.ocr.model_dir), None)
+        else:
+            statuses += [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
+                         check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
+    extract = load_config(overrides).extract.model_dump()
+    if extract.get("backend") == "vllm":
+        statuses.append(check_llm_dir(extract["model_name"], expand(extract["model_path"])))
+    print(render_check(statuses))
+    return 0 if all(status.staged for status in statuses) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -58,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # `sources=` names a terminology config group; `output=` is the index folder.
         overrides = [f"terminology={o.split('=', 1)[1]}" if o.startswith("sources=") else o for o in overrides[1:]]
+    if command == "models":
+        if not overrides or overrides[0] != "check":
+            print("usage: medrec models check [ocr.model_dir=DIR]", file=sys.stderr)
+            return 2
+        return _check_models(overrides[1:])
 
     from pipeline.config import expand, load_config
 
@@ -98,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_run(report)
         _print_scores(root / "output", Path(corpus["gold"]))
         return 0 if report.conserved else 1
+    elif command == "plan":
+        return _print_plan(cfg)
     elif command == "evaluate":
         if not cfg.input or not cfg.output:
             raise ValueError("evaluate needs input=GOLD_DIR output=RUN_DIR")

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from terminology_index.build import IndexSources
 
@@ -23,9 +23,29 @@ class _Strict(BaseModel):
 
 
 class OcrConfig(_Strict):
-    backend: Literal["paddle_onnx"]
+    backend: Literal["paddle_onnx", "paddle"]
     model_dir: str
     det_limit_side_len: int = Field(1664, ge=320, le=6000)
+    # paddle backend only: paddlepaddle-gpu with official model dirs staged locally.
+    device: str = "cpu"  # PaddleOCR device string; under Ray `gpu:0` is the GPU Ray assigned
+    det_model_name: str | None = None  # PaddleX model name the dir holds (its inference.yml's Global.model_name)
+    det_model_dir: str | None = None
+    rec_model_name: str | None = None
+    rec_model_dir: str | None = None
+    rec_batch_size: int = Field(8, ge=1, le=256)  # text lines per recognition call
+    recycle_after_pages: int | None = Field(None, ge=1)  # rebuild the engine after N pages: Paddle workers grow
+    gpu_memory_gb_per_actor: float = Field(0.0, ge=0, le=80)  # VRAM budget per OCR actor the plan reserves
+
+    @model_validator(mode="after")
+    def _paddle_needs_model_dirs(self) -> "OcrConfig":
+        if self.backend == "paddle":
+            missing = [key for key in ("det_model_name", "det_model_dir", "rec_model_name", "rec_model_dir")
+                       if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"ocr backend paddle needs {missing}")
+            if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
+                raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
+        return self
 
 
 class ExtractConfig(_Strict):
@@ -46,6 +66,7 @@ class PoolConfig(_Strict):
     threads_per_actor: int | None = Field(None, ge=1, le=64)  # None: the CPUs the actor is given, at least 1
     batch_size: int = Field(4, ge=1, le=1024)
     memory_mb: int | None = Field(None, ge=16)  # measured resident set per actor, reserved in Ray
+    gpus_per_actor: float = Field(0.0, ge=0, le=8)  # fractional GPUs let several actors share a card
 
     @property
     def threads(self) -> int:
@@ -58,8 +79,25 @@ class TaskConfig(_Strict):
     assembly_partitions: int = Field(4, ge=1, le=10000)
 
 
+class GpuConfig(_Strict):
+    """The GPUs a resources profile describes; `medrec plan` sizes the pools from them."""
+
+    name: str
+    memory_gb: float = Field(gt=0, le=1024)  # GiB per card, as nvidia-smi's memory.total / 1024
+    per_node: int = Field(1, ge=1, le=16)
+    nodes: int = Field(1, ge=1, le=4096)
+    cpus_per_node: int = Field(ge=1, le=4096)
+    reserve_gb: float = Field(1.0, ge=0)  # per card: CUDA contexts and fragmentation nobody plans for
+    llm_overhead_gb: float = Field(2.0, ge=0)  # per card the LLM spans: vLLM activations and CUDA graphs
+    max_ocr_actors_per_gpu: int = Field(4, ge=1, le=64)
+    max_ocr_memory_fraction: float = Field(0.3, gt=0, le=1)  # of each card, when the LLM shares it
+    llm_cpus_per_gpu: float = Field(1.0, gt=0, le=64)  # vLLM's engine process per GPU worker
+    reserved_cpus: float = Field(2.0, ge=0)  # per node: the driver, Ray's own processes, render tasks
+
+
 class ResourcesConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
+    gpu: GpuConfig | None = None  # a GPU profile: pool sizes come from `pipeline.plan`
     ocr: PoolConfig
     extract: PoolConfig
     code: PoolConfig

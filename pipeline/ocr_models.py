@@ -183,3 +183,45 @@ def _atomic_write(path: Path, write) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
+
+
+# Official PaddleX inference dirs for engine="paddle": a program (inference.json in Paddle 3,
+# inference.pdmodel before), its weights and the pre/post-processing yml.
+PADDLE_PROGRAM_FILES = ("inference.json", "inference.pdmodel")
+PADDLE_WEIGHTS_FILE = "inference.pdiparams"
+# Where Paddle publishes the official dirs (paddlex 3.7 `_BosModelHoster`), for staging only.
+PADDLE_MODEL_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0/{name}_infer.tar"
+
+
+def missing_paddle_model_files(model_dir: Path, model_name: str) -> list[str]:
+    """What a dir lacks to be the official Paddle inference dir of `model_name` ([] if complete)."""
+    missing = []
+    if not any((model_dir / name).is_file() for name in PADDLE_PROGRAM_FILES):
+        missing.append(" or ".join(PADDLE_PROGRAM_FILES))
+    for name in (PADDLE_WEIGHTS_FILE, CONFIG_FILE):
+        if not (model_dir / name).is_file():
+            missing.append(name)
+    if (model_dir / CONFIG_FILE).is_file():
+        declared = (yaml.safe_load((model_dir / CONFIG_FILE).read_text("utf-8")) or {}).get("Global", {}).get("model_name")
+        if declared != model_name:
+            missing.append(f"{CONFIG_FILE} Global.model_name {model_name} (it says {declared})")
+    return missing
+
+
+def paddle_staging_hint(model_dir: Path, model_name: str) -> str:
+    """How to stage an official model dir on an air-gapped node."""
+    return (f"on a connected machine download {PADDLE_MODEL_URL.format(name=model_name)} "
+            f"(or the Hugging Face repo PaddlePaddle/{model_name}), extract it and copy "
+            f"its {model_name}_infer/ contents to {model_dir}")
+
+
+def require_staged_model_dirs(dirs: OcrModelDirs) -> OcrModelDirs:
+    """`dirs` when both hold complete official inference dirs, else an error saying how to stage them."""
+    problems = [
+        f"{path}: missing {', '.join(missing)}; {paddle_staging_hint(path, name)}"
+        for name, path in ((dirs.det_model_name, dirs.det_model_dir), (dirs.rec_model_name, dirs.rec_model_dir))
+        if (missing := missing_paddle_model_files(Path(path), name))
+    ]
+    if problems:
+        raise FileNotFoundError("OCR model dirs are not staged: " + " | ".join(problems))
+    return dirs

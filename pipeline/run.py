@@ -62,10 +62,15 @@ def resolve_manifest(cfg: MedrecConfig, output: Path) -> Path:
 def prepare_models(cfg: MedrecConfig) -> str:
     """Build the terminology index and the OCR model dirs once, on the driver, before any
     actor starts, so actors only open them. Returns the index version."""
-    from pipeline.ocr_models import ensure_ocr_model_dirs
+    from pipeline.graph import staged_ocr_dirs
+    from pipeline.ocr_models import ensure_ocr_model_dirs, require_staged_model_dirs
 
     record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
-    ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+    staged = staged_ocr_dirs(cfg.ocr)
+    if staged is None:
+        ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+    else:
+        require_staged_model_dirs(staged)  # fails here, naming the dirs, not in every actor
     return record["version"]
 
 
@@ -86,12 +91,16 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     import ray.data
 
     from pipeline.assemble.grouped import assemble_group
-    from pipeline.graph import build_graph
+    from pipeline.graph import build_graph, gpu_plan
+    from pipeline.plan import render_plan
 
     if not cfg.output:
         raise ValueError("run needs output=FOLDER")
     output = expand(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
+    plan = gpu_plan(cfg)
+    if plan is not None:
+        print(render_plan(plan, "resources profile"), flush=True)
     started = time.perf_counter()
     manifest = resolve_manifest(cfg, output)
     pages_in = pq.read_metadata(manifest).num_rows

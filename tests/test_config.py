@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from pydantic import ValidationError
 
 from pipeline.config import CONF_DIR, MedrecConfig, expand, load_config
-from pipeline.graph import stage_factories
+from pipeline.graph import gpu_plan, stage_factories
 from pipeline.stages.base import Stage
 
 GROUPS = ("ocr", "extract", "terminology", "resources", "writer")
@@ -37,7 +37,8 @@ def test_each_group_option_composes_and_builds_every_stage(override: str) -> Non
     by_name = {stage.name: stage for stage in stages}
     assert by_name["render"].dpi == cfg.render.dpi
     assert by_name["ocr"].model_dir == str(expand(cfg.ocr.model_dir))
-    assert by_name["ocr"].resources.concurrency == cfg.resources.ocr.actors
+    plan = gpu_plan(cfg)  # a GPU profile sizes the OCR pool from VRAM arithmetic
+    assert by_name["ocr"].resources.concurrency == (plan.ocr_actors if plan else cfg.resources.ocr.actors)
     assert by_name["extract"].index_path == by_name["code"].index_path == str(expand(cfg.terminology.index_path))
     assert (by_name["code"].top_k, by_name["code"].min_score) == (cfg.code.top_k, cfg.code.min_score)
     assert by_name["validate"].config.min_confidence == cfg.validate_rules.min_confidence

@@ -1,14 +1,24 @@
-"""OCR stage: page images -> text lines with polygon, box and confidence (PaddleOCR, ONNX)."""
+"""OCR stage: page images -> text lines with polygon, box and confidence (PaddleOCR).
+
+Two backends: `paddle_onnx` (the embedded default: ONNX Runtime on CPU with model dirs
+built from the rapidocr wheel) and `paddle` (paddlepaddle-gpu with official model dirs
+staged locally). Paddle workers grow in memory with the pages they see; Ray Data 2.60 has
+no "restart an actor after N calls" for `map_batches` actor pools (`max_calls` applies to
+task workers only), so the stage rebuilds its engine in-process after
+`recycle_after_pages` pages and releases the old one (and Paddle's cached GPU blocks).
+"""
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import logging
 from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.ocr_models import ensure_ocr_model_dirs
+from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.offline import use_offline_environment
 from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
 
@@ -16,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_LAYER = "text_layer"
 OCR = "ocr"
+BACKENDS = ("paddle_onnx", "paddle")
 
 
 class OcrStage(Stage):
@@ -42,6 +53,11 @@ class OcrStage(Stage):
         min_confidence: float = 0.0,
         source_dir: str | None = None,
         resources: Resources | None = None,
+        backend: str = "paddle_onnx",
+        device: str = "cpu",
+        staged_dirs: OcrModelDirs | None = None,
+        rec_batch_size: int | None = None,
+        recycle_after_pages: int | None = None,
     ):
         """
         Args:
@@ -55,6 +71,11 @@ class OcrStage(Stage):
             min_confidence: recognised lines below this are dropped (and counted).
             source_dir: folder with the PP-OCRv6 small ONNX files; None means the
                 rapidocr wheel's `models/`.
+            backend: "paddle_onnx" (CPU, ONNX Runtime) or "paddle" (paddlepaddle, GPU).
+            device: PaddleOCR device for the paddle backend, e.g. "gpu:0".
+            staged_dirs: the paddle backend's official model names and dirs.
+            rec_batch_size: text lines per recognition call; None: PaddleOCR's default.
+            recycle_after_pages: rebuild the engine after this many pages; None: never.
         """
         super().__init__(resources)
         if cpu_threads < 1:
@@ -67,44 +88,87 @@ class OcrStage(Stage):
         self.cpu_threads = cpu_threads
         self.det_limit_side_len = det_limit_side_len
         self.min_confidence = min_confidence
+        if backend not in BACKENDS:
+            raise ValueError(f"ocr backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "paddle" and staged_dirs is None:
+            raise ValueError("ocr backend paddle needs staged_dirs (official model names and dirs)")
+        if recycle_after_pages is not None and recycle_after_pages < 1:
+            raise ValueError(f"recycle_after_pages must be >= 1, got {recycle_after_pages}")
         self.source_dir = source_dir
+        self.backend = backend
+        self.device = device
+        self.staged_dirs = staged_dirs
+        self.rec_batch_size = rec_batch_size
+        self.recycle_after_pages = recycle_after_pages
         self.counters: Counter[str] = Counter()
         self._engine: Any = None
+        self._pages_since_build = 0
 
     def setup(self) -> None:
-        """Build or reuse the local model dirs and load PaddleOCR once per worker."""
+        """Build or check the local model dirs and load PaddleOCR once per worker."""
         # Production sites are air-gapped: models only ever come from local dirs.
         use_offline_environment()
+        self._engine = self._build_engine()
+        self._pages_since_build = 0
+
+    def _build_engine(self) -> Any:
         from paddleocr import PaddleOCR
 
-        dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
-        self._engine = PaddleOCR(
-            engine="onnxruntime",
-            # With engine="onnxruntime" PaddleOCR ignores `cpu_threads`; ORT session
-            # options go through engine_config (paddlex ONNXRuntimeRunnerConfig).
-            engine_config={
-                "intra_op_num_threads": self.cpu_threads,
-                "inter_op_num_threads": 1,
-            },
-            device="cpu",
-            text_detection_model_name=dirs.det_model_name,
-            text_detection_model_dir=str(dirs.det_model_dir),
-            text_recognition_model_name=dirs.rec_model_name,
-            text_recognition_model_dir=str(dirs.rec_model_dir),
+        common = dict(
             # Scans are upright; the line-angle classifier reversed a third of upright lines.
             use_doc_orientation_classify=False,
             use_doc_unwarping=False,
             use_textline_orientation=False,
             text_det_limit_side_len=self.det_limit_side_len,
             text_det_limit_type="max",
+            text_recognition_batch_size=self.rec_batch_size,
         )
+        if self.backend == "paddle":
+            dirs = require_staged_model_dirs(self.staged_dirs)
+            _require_paddle()
+            engine = PaddleOCR(engine="paddle", device=self.device, cpu_threads=self.cpu_threads,
+                               **_model_kwargs(dirs), **common)
+        else:
+            dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
+            engine = PaddleOCR(
+                engine="onnxruntime",
+                # With engine="onnxruntime" PaddleOCR ignores `cpu_threads`; ORT session
+                # options go through engine_config (paddlex ONNXRuntimeRunnerConfig).
+                engine_config={
+                    "intra_op_num_threads": self.cpu_threads,
+                    "inter_op_num_threads": 1,
+                },
+                device="cpu",
+                **_model_kwargs(dirs),
+                **common,
+            )
         logger.info(
-            "ocr engine ready: det=%s rec=%s dir=%s threads=%d",
+            "ocr engine ready: backend=%s device=%s det=%s rec=%s threads=%d",
+            self.backend,
+            self.device if self.backend == "paddle" else "cpu",
             dirs.det_model_name,
             dirs.rec_model_name,
-            self.model_dir,
             self.cpu_threads,
         )
+        return engine
+
+    def _recycle_engine_if_due(self, pages: int) -> None:
+        """After `recycle_after_pages` pages, drop the engine and build a fresh one."""
+        self._pages_since_build += pages
+        if self.recycle_after_pages is None or self._pages_since_build < self.recycle_after_pages:
+            return
+        self._engine = None
+        gc.collect()
+        if self.backend == "paddle":
+            import paddle
+
+            # Cached GPU blocks stay reserved after the engine is gone unless released.
+            paddle.device.cuda.empty_cache()
+        self._engine = self._build_engine()
+        self._pages_since_build = 0
+        self.counters["engine_rebuilds"] += 1
+        logger.info("ocr engine rebuilt after %d pages (rebuild %d)", self.recycle_after_pages,
+                    self.counters["engine_rebuilds"])
 
     def process_pages(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decode every image page, run them through one predict call, attach lines."""
@@ -132,6 +196,7 @@ class OcrStage(Stage):
                     rows[index]["page_index"],
                     len(lines),
                 )
+            self._recycle_engine_if_due(len(indices))
         return done
 
     def _predict(self, indices: list[int], pixels: dict[int, np.ndarray],
@@ -193,6 +258,22 @@ class OcrStage(Stage):
             }
             for line_id, i in enumerate(order)
         ]
+
+
+def _model_kwargs(dirs: OcrModelDirs) -> dict[str, str]:
+    return dict(
+        text_detection_model_name=dirs.det_model_name,
+        text_detection_model_dir=str(dirs.det_model_dir),
+        text_recognition_model_name=dirs.rec_model_name,
+        text_recognition_model_dir=str(dirs.rec_model_dir),
+    )
+
+
+def _require_paddle() -> None:
+    if importlib.util.find_spec("paddle") is None:
+        raise ModuleNotFoundError(
+            "ocr backend paddle needs paddlepaddle-gpu 3.x, which comes from Paddle's own package index, "
+            "not PyPI: see the README's GPU section")
 
 
 def decode_gray_page(row: dict[str, Any]) -> np.ndarray:
