@@ -82,3 +82,15 @@ def shared_rxnorm_ingredients(shared_terminology_dir: Path) -> dict[str, set[str
         if row["relation"] == "has_ingredient":
             ingredients[row["source_rxcui"]].add(row["target_rxcui"])
     return dict(ingredients)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` skip, with the reason, on a node without an NVIDIA GPU."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (nvidia-smi not found) with paddlepaddle-gpu / vLLM installed")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

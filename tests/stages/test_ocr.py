@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.ocr_models import OcrModelDirs
 from pipeline.schemas import page_rows_to_table
 from pipeline.stages.ocr import OcrStage, reading_order
 
@@ -140,3 +142,49 @@ def test_a_page_the_engine_rejects_is_quarantined_and_its_neighbour_goes_through
         stage._engine = real
     assert out[0]["error_stage"] is None and out[0]["lines"]
     assert (out[1]["error_stage"], out[1]["error_type"]) == ("ocr", "ocr_engine_rejected_page")
+
+
+def test_the_engine_is_rebuilt_after_n_pages_and_keeps_reading(tmp_path) -> None:
+    recycling = OcrStage(model_dir=str(tmp_path / "models"), cpu_threads=1, recycle_after_pages=2)
+    page = draw_page(["BP 132/84 mmHg"])
+
+    recycling.process_batch(page_rows_to_table([page_row(0, image=page, text_source="ocr")]))
+    first_engine = recycling._engine
+    assert recycling.counters["engine_rebuilds"] == 0
+    recycling.process_batch(page_rows_to_table([page_row(i, image=page, text_source="ocr") for i in (1, 2)]))
+    assert recycling.counters["engine_rebuilds"] == 1
+    assert recycling._engine is not first_engine
+    (row,) = recycling.process_batch(page_rows_to_table([page_row(3, image=page, text_source="ocr")])).to_pylist()
+
+    assert squash("BP 132/84 mmHg") in squash(" ".join(line["text"] for line in row["lines"]))
+    assert recycling.counters["engine_rebuilds"] == 1  # 1 page since the rebuild, below 2
+    assert recycling.counters["pages_ocr"] == 4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("paddle") is not None, reason="paddlepaddle is installed here")
+def test_the_paddle_backend_without_paddlepaddle_says_where_it_comes_from(tmp_path) -> None:
+    dirs = OcrModelDirs("PP-OCRv5_server_det", tmp_path / "det", "PP-OCRv5_server_rec", tmp_path / "rec")
+    for name, path in ((dirs.det_model_name, dirs.det_model_dir), (dirs.rec_model_name, dirs.rec_model_dir)):
+        path.mkdir()
+        for file in ("inference.json", "inference.pdiparams"):
+            (path / file).write_bytes(b"x")
+        (path / "inference.yml").write_text(f"Global:\n  model_name: {name}\n")
+    gpu_stage = OcrStage(model_dir=str(tmp_path), backend="paddle", device="gpu:0", staged_dirs=dirs)
+
+    with pytest.raises(ModuleNotFoundError, match="Paddle's own package index"):
+        gpu_stage.setup()
+
+
+@pytest.mark.gpu
+def test_the_paddle_backend_reads_a_page_on_the_gpu(tmp_path) -> None:
+    from pipeline.config import expand, load_config
+    from pipeline.graph import staged_ocr_dirs
+
+    cfg = load_config(["ocr=paddle_gpu"]).ocr
+    gpu_stage = OcrStage(model_dir=str(expand(cfg.model_dir)), backend="paddle", device=cfg.device,
+                         staged_dirs=staged_ocr_dirs(cfg), rec_batch_size=cfg.rec_batch_size)
+
+    (row,) = gpu_stage.process_batch(page_rows_to_table([page_row(0, image=draw_page(PAGE_LINES),
+                                                                    text_source="ocr")])).to_pylist()
+
+    assert squash(PAGE_LINES[0]) in squash(" ".join(line["text"] for line in row["lines"]))
