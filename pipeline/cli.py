@@ -7,7 +7,7 @@
   medrec index build [sources=embedded|shared] [output=DIR] [terminology.sources.loinc_table=FILE ...]
   medrec evaluate input=GOLD_DIR output=RUN_DIR
   medrec plan [resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node] [ocr=paddle_gpu] [extract=vllm]
-  medrec models check [ocr.model_dir=DIR]
+  medrec models check [ocr=paddle_gpu] [extract=vllm] [ocr.model_dir=DIR]   # exit 1: the configured models are missing
 """
 
 from __future__ import annotations
@@ -75,25 +75,31 @@ def _print_plan(cfg) -> int:
 
 
 def _check_models(overrides: list[str]) -> int:
-    """Every OCR backend's model dirs and the vllm extract config's model, staged or not."""
+    """Every OCR backend's model dirs and the vllm extract config's model; fails when the
+    configured OCR backend's dirs or the LLM's are missing."""
     from pipeline.config import CONF_DIR, expand, load_config
     from pipeline.graph import staged_ocr_dirs
     from pipeline.models_check import check_llm_dir, check_onnx_dirs, check_paddle_dir, render_check
 
-    statuses = []
+    cfg = load_config(overrides)
+    statuses, required = [], []
     for option in sorted(path.stem for path in (CONF_DIR / "ocr").glob("*.yaml")):
-        cfg = load_config([*overrides, f"ocr={option}"])
-        staged = staged_ocr_dirs(cfg.ocr)
+        ocr = load_config([*overrides, f"ocr={option}"]).ocr
+        staged = staged_ocr_dirs(ocr)
         if staged is None:
-            statuses += check_onnx_dirs(expand(cfg.ocr.model_dir), None)
+            checked = check_onnx_dirs(expand(ocr.model_dir), None)
         else:
-            statuses += [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
-                         check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
-    extract = load_config(overrides).extract.model_dump()
+            checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
+                       check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
+        statuses += checked
+        if ocr == cfg.ocr:
+            required += checked
+    extract = cfg.extract.model_dump()
     if extract.get("backend") == "vllm":
         statuses.append(check_llm_dir(extract["model_name"], expand(extract["model_path"])))
+        required.append(statuses[-1])
     print(render_check(statuses))
-    return 0 if all(status.staged for status in statuses) else 1
+    return 0 if all(status.staged for status in required) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,76 @@
+"""A GPU plan's OCR actors on a multi-node Ray cluster: they land on the nodes that have GPUs.
+
+The cluster is started in the test (`ray.cluster_utils.Cluster`); its worker nodes declare
+GPUs that do not exist, so the OCR actors run their CPU (ONNX) engine while Ray places
+them by the fractional GPU they request, as on a real GPU node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import ray
+import ray.cluster_utils
+
+from pipeline.config import GpuConfig, load_config
+from pipeline.graph import ocr_resources
+from pipeline.ocr_models import ensure_ocr_model_dirs
+from pipeline.offline import OFFLINE_ENV
+from pipeline.plan import OcrDemand, make_plan
+from pipeline.ray_adapter import apply_stage
+from pipeline.schemas import page_rows_to_table
+from pipeline.stages.ocr import OcrStage
+from tests.stages.test_ocr import draw_page, page_row
+
+
+def ocr_stage_recording_placement(record_dir: Path, **stage_args) -> OcrStage:
+    """Builds the real OCR stage; inside an actor it also writes where Ray placed it."""
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is not None:
+        (record_dir / f"actor-{os.getpid()}.json").write_text(json.dumps(
+            {"node_id": context.get_node_id(), "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()]}))
+    return OcrStage(**stage_args)
+
+
+@pytest.fixture()
+def gpu_cluster():
+    """A head node with CPUs only and two worker nodes with one GPU each (declared, not real)."""
+    cluster = ray.cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+    gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
+    ray.init(address=cluster.address, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    yield {node.node_id for node in gpu_nodes}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_planned_ocr_actors_land_on_the_gpu_nodes(gpu_cluster: set[str], tmp_path: Path) -> None:
+    gpu = GpuConfig(name="declared", memory_gb=8, per_node=1, nodes=2, cpus_per_node=2, max_ocr_actors_per_gpu=1)
+    plan = make_plan(gpu, OcrDemand(gpu_memory_gb=2, cpus=0.5), None, other_cpus=0)
+    # 2 GiB of an 8 GiB card = 0.25 GPU per actor; one actor per GPU on two nodes.
+    assert (plan.ocr_actors, plan.ocr_gpus_per_actor) == (2, 0.25)
+    ensure_ocr_model_dirs(tmp_path / "models")  # built once here, as `medrec run` does on the driver
+    # The OCR pool's Resources exactly as the graph derives them from a plan (batches of 2 pages).
+    resources = ocr_resources(load_config(["resources=gpu_24gb", "resources.ocr.batch_size=2"]), plan)
+    assert (resources.num_gpus, resources.concurrency) == (0.25, 2)
+    factory = partial(ocr_stage_recording_placement, tmp_path, model_dir=str(tmp_path / "models"),
+                      cpu_threads=1, resources=resources)
+    rows = [page_row(i, image=draw_page(["BP 132/84 mmHg"]), text_source="ocr") for i in range(4)]
+
+    # Two blocks, so both actors of the pool get pages.
+    blocks = [page_rows_to_table(rows[:2]), page_rows_to_table(rows[2:])]
+    pages = apply_stage(ray.data.from_arrow(blocks), factory).take_all()
+
+    assert sorted(page["page_index"] for page in pages) == [0, 1, 2, 3]
+    assert all(page["error_stage"] is None and page["lines"] for page in pages)
+    placements = [json.loads(path.read_text()) for path in tmp_path.glob("actor-*.json")]
+    assert len(placements) == plan.ocr_actors
+    assert {placement["node_id"] for placement in placements} <= gpu_cluster
+    assert all(placement["gpu_ids"] for placement in placements)
+
