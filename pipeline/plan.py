@@ -281,15 +281,10 @@ def detect_gpus() -> list[tuple[str, float]]:
     return gpus
 
 
-def profile_from_detected(gpus: list[tuple[str, float]], cpus: int, base: GpuConfig | None) -> GpuConfig:
+def profile_from_detected(gpus: list[tuple[str, float]], cpus: int) -> GpuConfig:
     """A one-node GPU profile for the cards found here (the smallest card sizes the plan)."""
     name, memory = min(gpus, key=lambda gpu: gpu[1])
-    fields = dict(name=name, memory_gb=memory, per_node=len(gpus), nodes=1, cpus_per_node=cpus)
-    return replace_gpu(base, fields) if base else GpuConfig(**fields)
-
-
-def replace_gpu(base: GpuConfig, fields: dict[str, Any]) -> GpuConfig:
-    return GpuConfig.model_validate({**base.model_dump(), **fields})
+    return GpuConfig(name=name, memory_gb=memory, per_node=len(gpus), nodes=1, cpus_per_node=cpus)
 
 
 def render_plan(plan: Plan, source: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -155,3 +156,20 @@ def test_every_gpu_profile_exists_and_sizes_the_ocr_pool() -> None:
 def test_plan_without_gpus_or_a_gpu_profile_says_what_to_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan"]) == 2
     assert "resources=gpu_24gb" in capsys.readouterr().err
+
+
+def test_plan_uses_the_gpus_nvidia_smi_lists(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # A stand-in nvidia-smi that answers the query as a one-H100 node does (memory.total in MiB).
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3, 81559\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+    # The node's own CPUs (here few) size the OCR pool: light OCR actors so one fits.
+    assert main(["plan", "ocr=paddle_gpu", "resources.ocr.cpus_per_actor=0.25"]) == 0
+
+    out = capsys.readouterr().out
+    # 81559 MiB / 1024 = 79.6 GiB.
+    assert f"GPUs detected by nvidia-smi): 1 node(s) x 1 x NVIDIA H100 80GB HBM3 79.6 GiB, {os.cpu_count()} CPUs" in out
+    assert "tensor_parallel_size 1, 1 replicas" in out
