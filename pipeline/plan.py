@@ -112,6 +112,8 @@ class OcrDemand:
 
 @dataclass(frozen=True)
 class LlmPlan:
+    """The vLLM engine settings the plan sets where the extract config leaves them null."""
+
     model_name: str
     tensor_parallel_size: int
     replicas_per_node: int

@@ -86,3 +86,10 @@ def test_bad_value_raises_naming_the_key(override: str, key: tuple[str, ...]) ->
 def test_unknown_key_without_plus_is_refused_by_hydra() -> None:
     with pytest.raises(ConfigCompositionException, match="foo"):
         load_config(["foo=1"])
+
+
+def test_the_gpu_ocr_backend_needs_its_model_dirs_and_a_vram_budget() -> None:
+    with pytest.raises(ValidationError, match=r"needs \['det_model_dir'\]"):
+        load_config(["ocr=paddle_gpu", "ocr.det_model_dir=null"])
+    with pytest.raises(ValidationError, match="gpu_memory_gb_per_actor > 0"):
+        load_config(["ocr=paddle_gpu", "ocr.gpu_memory_gb_per_actor=0"])

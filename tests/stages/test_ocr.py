@@ -116,6 +116,12 @@ def test_reading_order_keeps_a_baseline_left_to_right() -> None:
 def test_rejects_bad_config(tmp_path) -> None:
     with pytest.raises(ValueError, match="cpu_threads"):
         OcrStage(model_dir=str(tmp_path), cpu_threads=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        OcrStage(model_dir=str(tmp_path), backend="tesseract")
+    with pytest.raises(ValueError, match="staged_dirs"):
+        OcrStage(model_dir=str(tmp_path), backend="paddle", device="gpu:0")
+    with pytest.raises(ValueError, match="recycle_after_pages"):
+        OcrStage(model_dir=str(tmp_path), recycle_after_pages=0)
 
 
 class _RejectsDarkPages:
