@@ -8,12 +8,15 @@ from typing import Callable
 import ray.data
 
 from pipeline.manifest_source import ManifestDatasource
-from pipeline.config import MedrecConfig, PoolConfig, expand
+from pipeline.config import ExtractConfig, MedrecConfig, PoolConfig, VllmExtractConfig, expand
+from pipeline.llm.engines import OpenAIEngine, VllmEngine, require_local_model, vllm_engine_kwargs, vllm_sampling_kwargs
+from pipeline.llm.parse import MergeSettings
 from pipeline.ray_adapter import apply_stage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
 from pipeline.stages.extract import LexiconExtractStage
+from pipeline.stages.extract_llm import LlmExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
 from pipeline.stages.validate import ValidateStage, ValidationConfig
@@ -37,11 +40,39 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 det_limit_side_len=cfg.ocr.det_limit_side_len,
                 resources=pool(res.ocr)),
         partial(ClassifyStage, resources=pool(res.classify)),
-        partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
+        extract_factory(cfg, index_path, pool(res.extract)),
         partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
                 resources=pool(res.code)),
         partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
     ]
+
+
+def extract_factory(cfg: MedrecConfig, index_path: str, lexicon_resources: Resources) -> Callable[[], Stage]:
+    """The extract stage of the configured backend; the LLM backends size their own pools."""
+    extract = cfg.extract
+    if isinstance(extract, ExtractConfig):
+        return partial(LexiconExtractStage, index_path=index_path, resources=lexicon_resources)
+    merge = MergeSettings(llm_confidence=extract.llm_confidence, llm_only_confidence=extract.llm_only_confidence)
+    if isinstance(extract, VllmExtractConfig):
+        require_local_model(extract.model_path)  # fail on the driver, before any actor starts
+        engine_kwargs = vllm_engine_kwargs(
+            str(expand(extract.model_path)), extract.model_name, extract.max_model_len, extract.dtype,
+            extract.kv_cache_dtype, extract.tensor_parallel_size, extract.gpu_memory_utilization,
+            extract.max_num_seqs)
+        if extract.replicas is None:
+            raise ValueError("extract.replicas is null: run `medrec plan` and pass its engine count")
+        engine = partial(VllmEngine, engine_kwargs, vllm_sampling_kwargs(extract.max_output_tokens))
+        gpus = float(extract.tensor_parallel_size)
+    else:
+        engine = partial(OpenAIEngine, extract.base_url, extract.model_name, extract.max_output_tokens,
+                         timeout_s=extract.timeout_s, max_retries=extract.max_retries, backoff_s=extract.backoff_s,
+                         concurrency=extract.concurrency, api_key_env=extract.api_key_env,
+                         extra_body=extract.extra_body)
+        gpus = 0.0
+    resources = Resources(num_cpus=extract.cpus_per_replica, num_gpus=gpus, batch_size=extract.batch_size,
+                          concurrency=extract.replicas)
+    return partial(LlmExtractStage, index_path=index_path, engine_factory=engine, top_k=cfg.code.top_k,
+                   merge=merge, resources=resources)
 
 
 def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
