@@ -32,6 +32,8 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                          memory_mb=p.memory_mb)
 
     index_path = str(expand(cfg.terminology.index_path))
+    coder = partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
+                    resources=pool(res.code))
     return [
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
@@ -40,18 +42,19 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 det_limit_side_len=cfg.ocr.det_limit_side_len,
                 resources=pool(res.ocr)),
         partial(ClassifyStage, resources=pool(res.classify)),
-        extract_factory(cfg, index_path, pool(res.extract)),
-        partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
-                resources=pool(res.code)),
+        partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
+        *llm_extract_factories(cfg, coder),
+        coder,
         partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
     ]
 
 
-def extract_factory(cfg: MedrecConfig, index_path: str, lexicon_resources: Resources) -> Callable[[], Stage]:
-    """The extract stage of the configured backend; the LLM backends size their own pools."""
+def llm_extract_factories(cfg: MedrecConfig, coder: Callable[[], Stage]) -> list[Callable[[], Stage]]:
+    """With an LLM backend: the code stage (its candidates for the lexicon's mentions become the
+    page's candidate list) and the LLM stage; nothing with the lexicon backend."""
     extract = cfg.extract
     if isinstance(extract, ExtractConfig):
-        return partial(LexiconExtractStage, index_path=index_path, resources=lexicon_resources)
+        return []
     merge = MergeSettings(llm_confidence=extract.llm_confidence, llm_only_confidence=extract.llm_only_confidence)
     if isinstance(extract, VllmExtractConfig):
         require_local_model(extract.model_path)  # fail on the driver, before any actor starts
@@ -71,8 +74,7 @@ def extract_factory(cfg: MedrecConfig, index_path: str, lexicon_resources: Resou
         gpus = 0.0
     resources = Resources(num_cpus=extract.cpus_per_replica, num_gpus=gpus, batch_size=extract.batch_size,
                           concurrency=extract.replicas)
-    return partial(LlmExtractStage, index_path=index_path, engine_factory=engine, top_k=cfg.code.top_k,
-                   merge=merge, resources=resources)
+    return [coder, partial(LlmExtractStage, engine_factory=engine, merge=merge, resources=resources)]
 
 
 def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:

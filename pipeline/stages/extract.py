@@ -6,26 +6,12 @@ The dictionaries come from the terminology index, loaded once per actor in setup
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pipeline.layout import group_rows
 from pipeline.lexicon import LexiconExtractor, Lexicons
 from pipeline.records import OcrLine
 from pipeline.stages.base import Resources, Stage
-
-if TYPE_CHECKING:
-    from pipeline.terminology import TerminologyIndex
-
-
-def lexicon_extractor(index: "TerminologyIndex") -> LexiconExtractor:
-    """The extractor over the dictionaries of an opened terminology index."""
-    return LexiconExtractor(
-        Lexicons(
-            diagnoses=index.lexicon("diagnosis"),
-            medications=index.lexicon("medication"),
-            labs=index.lexicon("lab"),
-        )
-    )
 
 
 class LexiconExtractStage(Stage):
@@ -42,7 +28,14 @@ class LexiconExtractStage(Stage):
     def setup(self) -> None:
         from pipeline.terminology import TerminologyIndex
 
-        self.extractor = lexicon_extractor(TerminologyIndex(Path(self.index_path)))
+        index = TerminologyIndex(Path(self.index_path))
+        self.extractor = LexiconExtractor(
+            Lexicons(
+                diagnoses=index.lexicon("diagnosis"),
+                medications=index.lexicon("medication"),
+                labs=index.lexicon("lab"),
+            )
+        )
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"

@@ -1,19 +1,19 @@
-"""Extract stage (LLM backends): lexicon + terminology candidates + an LLM, merged per field.
+"""Extract stage (LLM backends): an LLM reads the page and is checked against the lexicon.
 
-Per batch: the lexicon extracts and the index codes its mentions (those codes' candidates
-are the page's candidate list); one engine call reads every page; rejected output gets
-one repair call; a page rejected twice keeps the lexicon result, flagged as a fallback.
-The engine (vLLM in-process or an OpenAI-compatible endpoint) is built once per actor.
+It runs after the lexicon extract stage and a code stage, so each page arrives with the
+lexicon's coded mentions; their candidates are the page's candidate list. Per batch: one
+engine call reads every page, rejected output gets one repair call, and a page rejected
+twice keeps the lexicon result, flagged as a fallback. The engine (vLLM in-process or an
+OpenAI-compatible endpoint) is started once per actor; the CPU work (lexicon, index
+lookups) stays in the stages before it, so the GPU actor does little besides generating.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from pipeline.layout import group_rows
 from pipeline.llm.engines import LlmEngine
 from pipeline.llm.parse import (MergeSettings, OutputRejected, mark_fallback, merge_with_lexicon,
                                 parse_page_output)
@@ -21,8 +21,6 @@ from pipeline.llm.prompt import Message, PageCandidate, page_messages, repair_me
 from pipeline.llm.schema import LLM_KINDS, LlmPage
 from pipeline.records import Entity, OcrLine
 from pipeline.stages.base import Resources, Stage
-from pipeline.stages.code import CodeStage
-from pipeline.stages.extract import lexicon_extractor
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +45,16 @@ class _PageWork:
 class LlmExtractStage(Stage):
     """Entities from an LLM bound to the page schema, checked against the lexicon's."""
 
-    name: ClassVar[str] = "extract"
-    required_columns = Stage.required_columns + ("lines",)
+    name: ClassVar[str] = "extract_llm"
+    required_columns = Stage.required_columns + ("lines", "entities")
 
-    def __init__(self, index_path: str, engine_factory: Callable[[], LlmEngine], top_k: int = 5,
-                 merge: MergeSettings = MergeSettings(), resources: Resources | None = None):
+    def __init__(self, engine_factory: Callable[[], LlmEngine], merge: MergeSettings = MergeSettings(),
+                 resources: Resources | None = None):
         super().__init__(resources or Resources(num_cpus=1, batch_size=64, concurrency=1))
-        self.index_path, self.engine_factory, self.top_k, self.merge = index_path, engine_factory, top_k, merge
-        self.lexicon = None
-        self.coder: CodeStage | None = None
+        self.engine_factory, self.merge = engine_factory, merge
         self.engine: LlmEngine | None = None
 
     def setup(self) -> None:
-        from pipeline.terminology import TerminologyIndex
-
-        index = TerminologyIndex(Path(self.index_path))
-        self.lexicon = lexicon_extractor(index)
-        self.coder = CodeStage(self.index_path, top_k=self.top_k)
-        self.coder.index = index  # one opened index serves both
         self.engine = self.engine_factory()
         self.engine.start()
 
@@ -87,12 +77,10 @@ class LlmExtractStage(Stage):
         return [self._guarded(self._finish, row, work[position]) if position in work else row
                 for position, row in enumerate(rows)]
 
-    def _prepare(self, row: dict[str, Any]) -> _PageWork:
-        assert self.lexicon is not None and self.coder is not None, "setup() loads the index"
+    @staticmethod
+    def _prepare(row: dict[str, Any]) -> _PageWork:
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
-        found = self.lexicon.extract(row["document_id"], row["page_index"], group_rows(lines))
-        coded = self.coder.process_page({"entities": [entity.to_row() for entity in found]})["entities"]
-        lexicon = [Entity.from_row(entity) for entity in coded]
+        lexicon = [Entity.from_row(entity) for entity in row["entities"] or []]
         candidates = self._page_candidates(lexicon)
         messages = page_messages(row.get("document_type_predicted"), lines, candidates)
         return _PageWork(lines=lines, lexicon=lexicon, candidates=candidates, messages=messages)
