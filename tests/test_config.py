@@ -14,6 +14,8 @@ from pipeline.stages.base import Stage
 
 GROUPS = ("ocr", "extract", "terminology", "resources", "writer")
 STAGE_ORDER = ["render", "ocr", "classify", "extract", "code", "validate"]
+# LLM backends: the first code stage's candidates for the lexicon's mentions go into the prompt.
+LLM_STAGE_ORDER = ["render", "ocr", "classify", "extract", "code", "extract_llm", "code", "validate"]
 
 
 def group_options() -> list[str]:
@@ -25,15 +27,24 @@ def test_every_group_has_an_option() -> None:
     assert {option.split("=")[0] for option in group_options()} == set(GROUPS)
 
 
+def runnable(override: str, tmp_path: Path) -> list[str]:
+    """`override` plus what the vLLM option needs to build: a staged model and the plan's sizes."""
+    if override != "extract=vllm":
+        return [override]
+    (tmp_path / "config.json").write_text("{}")
+    return [override, f"extract.model_path={tmp_path}", "extract.tensor_parallel_size=1",
+            "extract.gpu_memory_utilization=0.9", "extract.max_num_seqs=64", "extract.replicas=1"]
+
+
 @pytest.mark.parametrize("override", group_options())
-def test_each_group_option_composes_and_builds_every_stage(override: str) -> None:
-    cfg = load_config([override])
+def test_each_group_option_composes_and_builds_every_stage(override: str, tmp_path: Path) -> None:
+    cfg = load_config(runnable(override, tmp_path))
 
     stages = [factory() for factory in stage_factories(cfg)]
 
     assert isinstance(cfg, MedrecConfig)
     assert all(isinstance(stage, Stage) for stage in stages)
-    assert [stage.name for stage in stages] == STAGE_ORDER
+    assert [stage.name for stage in stages] == (STAGE_ORDER if cfg.extract.backend == "lexicon" else LLM_STAGE_ORDER)
     by_name = {stage.name: stage for stage in stages}
     assert by_name["render"].dpi == cfg.render.dpi
     assert by_name["ocr"].model_dir == str(expand(cfg.ocr.model_dir))
@@ -85,3 +96,33 @@ def test_bad_value_raises_naming_the_key(override: str, key: tuple[str, ...]) ->
 def test_unknown_key_without_plus_is_refused_by_hydra() -> None:
     with pytest.raises(ConfigCompositionException, match="foo"):
         load_config(["foo=1"])
+
+
+def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:
+    cfg = load_config(runnable("extract=vllm", tmp_path) + ["extract.tensor_parallel_size=2", "extract.replicas=3"])
+
+    llm = next(factory() for factory in stage_factories(cfg) if factory().name == "extract_llm")
+
+    assert (llm.resources.num_gpus, llm.resources.concurrency) == (2.0, 3)
+    assert cfg.extract.architecture.num_kv_heads == 8 and cfg.extract.weights_gb == 16.4
+    assert llm.engine is None  # nothing is loaded before setup
+
+
+def test_the_vllm_option_refuses_to_build_without_the_plan_or_the_model(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="extract.tensor_parallel_size, extract.gpu_memory_utilization, "
+                                         "extract.max_num_seqs are null"):
+        stage_factories(load_config(["extract=vllm", f"extract.model_path={tmp_path}"]))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent")):
+        stage_factories(load_config(["extract=vllm", f"extract.model_path={tmp_path / 'absent'}"]))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("extract.gpu_memory_utilization=1.5", ("extract", "vllm", "gpu_memory_utilization")),
+    ("extract.kv_cache_dtype=int3", ("extract", "vllm", "kv_cache_dtype")),
+])
+def test_bad_vllm_values_name_their_key(override: str, key: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_config(["extract=vllm", override])
+
+    assert [error["loc"] for error in raised.value.errors()] == [key]

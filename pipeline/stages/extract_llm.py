@@ -62,7 +62,7 @@ class LlmExtractStage(Stage):
         work: dict[int, _PageWork] = {}
 
         def prepare(row: dict[str, Any], position: int) -> dict[str, Any]:
-            work[position] = self._prepare(row)
+            work[position] = prepare_page(row)
             return row
 
         rows = [self._guarded(prepare, row, position) for position, row in enumerate(rows)]
@@ -76,28 +76,6 @@ class LlmExtractStage(Stage):
                  sum(p.source == SOURCE_REPAIRED for p in pages), sum(p.source == SOURCE_FALLBACK for p in pages))
         return [self._guarded(self._finish, row, work[position]) if position in work else row
                 for position, row in enumerate(rows)]
-
-    @staticmethod
-    def _prepare(row: dict[str, Any]) -> _PageWork:
-        lines = [OcrLine.from_row(line) for line in row["lines"] or []]
-        lexicon = [Entity.from_row(entity) for entity in row["entities"] or []]
-        candidates = self._page_candidates(lexicon)
-        messages = page_messages(row.get("document_type_predicted"), lines, candidates)
-        return _PageWork(lines=lines, lexicon=lexicon, candidates=candidates, messages=messages)
-
-    @staticmethod
-    def _page_candidates(lexicon: list[Entity]) -> list[PageCandidate]:
-        """The distinct candidates the index proposed for the page's lexicon mentions."""
-        seen: set[tuple[str, str]] = set()
-        found = []
-        for entity in lexicon:
-            if entity.kind not in LLM_KINDS:
-                continue
-            for candidate in entity.candidates:
-                if (candidate.system, candidate.code) not in seen:
-                    seen.add((candidate.system, candidate.code))
-                    found.append(PageCandidate(entity.kind, candidate))
-        return found
 
     def _generate(self, pages: list[_PageWork]) -> None:
         """One engine call for the pages' first attempt, or for their repair when they have one."""
@@ -127,3 +105,26 @@ class LlmExtractStage(Stage):
         row["extract_source"] = page.source
         row["llm_output_tokens"] = page.output_tokens
         return row
+
+
+def prepare_page(row: dict[str, Any]) -> _PageWork:
+    """The page's lines, the lexicon's coded mentions, their candidates and the prompt."""
+    lines = [OcrLine.from_row(line) for line in row["lines"] or []]
+    lexicon = [Entity.from_row(entity) for entity in row["entities"] or []]
+    candidates = page_candidates(lexicon)
+    messages = page_messages(row.get("document_type_predicted"), lines, candidates)
+    return _PageWork(lines=lines, lexicon=lexicon, candidates=candidates, messages=messages)
+
+
+def page_candidates(lexicon: list[Entity]) -> list[PageCandidate]:
+    """The distinct candidates the index proposed for the page's lexicon mentions, in page order."""
+    seen: set[tuple[str, str]] = set()
+    found = []
+    for entity in lexicon:
+        if entity.kind not in LLM_KINDS:
+            continue
+        for candidate in entity.candidates:
+            if (candidate.system, candidate.code) not in seen:
+                seen.add((candidate.system, candidate.code))
+                found.append(PageCandidate(entity.kind, candidate))
+    return found
