@@ -67,8 +67,8 @@ class LlmExtractStage(Stage):
 
         rows = [self._guarded(prepare, row, position) for position, row in enumerate(rows)]
         pages = list(work.values())
-        self._generate(pages)
-        self._generate([page for page in pages if page.repair])
+        self._generate(pages, repairing=False)
+        self._generate([page for page in pages if page.repair], repairing=True)
         for page in pages:
             if page.llm is None:
                 page.source = SOURCE_FALLBACK
@@ -77,12 +77,11 @@ class LlmExtractStage(Stage):
         return [self._guarded(self._finish, row, work[position]) if position in work else row
                 for position, row in enumerate(rows)]
 
-    def _generate(self, pages: list[_PageWork]) -> None:
-        """One engine call for the pages' first attempt, or for their repair when they have one."""
+    def _generate(self, pages: list[_PageWork], repairing: bool) -> None:
+        """One engine call for the pages' first attempt, or for their repair turn."""
         if not pages:
             return
         assert self.engine is not None, "setup() starts the engine"
-        repairing = bool(pages[0].repair)
         completions = self.engine.generate([page.repair if repairing else page.messages for page in pages])
         for page, completion in zip(pages, completions, strict=True):
             page.output_tokens += completion.output_tokens
