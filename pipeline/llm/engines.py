@@ -100,8 +100,8 @@ class VllmEngine:
     generation of every page. Here the repair reuses the engine that is already loaded,
     and both backends share one stage. What the processor's engine stage adds for dead
     engines is kept: a fatal engine error ends the actor process, so Ray Data restarts
-    the actor and retries the batch it held (its actor pools default to max_restarts=-1,
-    max_task_retries=-1).
+    the actor and retries the batch it held (max_restarts / max_task_retries in
+    `pipeline.ray_adapter`).
     """
 
     def __init__(self, engine_kwargs: dict[str, Any], sampling_kwargs: dict[str, Any]):
