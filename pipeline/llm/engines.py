@@ -72,8 +72,9 @@ def vllm_engine_kwargs(model_path: str, model_name: str, max_model_len: int, dty
     return dict(
         model=model_path, tokenizer=model_path, served_model_name=model_name,
         max_model_len=max_model_len, dtype=dtype, kv_cache_dtype=kv_cache_dtype, **sizes,
-        # The actor is given tensor_parallel_size GPUs; vLLM's own worker processes use them.
-        distributed_executor_backend="mp",
+        # The actor is given tensor_parallel_size GPUs; with more than one, vLLM's own worker
+        # processes share them (Ray Data's vLLM stage likewise runs one GPU as "uni").
+        distributed_executor_backend="uni" if tensor_parallel_size == 1 else "mp",
         enable_prefix_caching=True,  # every page shares the system prompt
         # xgrammar reads whitespace freedom from the engine config, not from the request.
         structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},

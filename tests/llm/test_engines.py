@@ -111,6 +111,8 @@ def test_vllm_arguments_carry_the_plan_sizes_and_whitespace_free_schema_output(t
     sampling = vllm_sampling_kwargs(1024)
 
     assert (kwargs["model"], kwargs["tensor_parallel_size"], kwargs["max_num_seqs"]) == (str(tmp_path), 2, 128)
+    assert kwargs["distributed_executor_backend"] == "mp"
+    assert sized_kwargs(str(tmp_path))["distributed_executor_backend"] == "uni"
     assert kwargs["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
     assert sampling["max_tokens"] == 1024 and sampling["temperature"] == 0.0
     assert sampling["structured_outputs"] == {"json": page_json_schema(), "disable_any_whitespace": True}
