@@ -55,7 +55,7 @@ def _print_plan(cfg) -> int:
 
     llm = llm_spec_for(cfg, fallback=DEFAULT_LLM_MODEL_FILE)
     if cfg.extract.backend != "vllm":
-        print(f"extract={cfg.extract.backend} runs on CPU; the LLM below is planned from {DEFAULT_LLM_MODEL_FILE.name} "
+        print(f"extract={cfg.extract.backend} runs on CPU; the LLM below is planned from conf/extract/{DEFAULT_LLM_MODEL_FILE.name} "
               "for sizing (`medrec run` plans it with extract=vllm)")
     detected = detect_gpus()
     if cfg.resources.gpu is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -50,6 +50,55 @@ class OcrConfig(_Strict):
 
 class ExtractConfig(_Strict):
     backend: Literal["lexicon"]
+
+
+class ModelArchitecture(_Strict):
+    """The numbers of the model's config.json that size its KV cache."""
+
+    num_layers: int = Field(ge=1, le=512)
+    num_kv_heads: int = Field(ge=1, le=512)
+    head_dim: int = Field(ge=16, le=1024)
+
+
+class _LlmExtractCommon(_Strict):
+    """Knobs both LLM backends share."""
+
+    model_name: str
+    max_output_tokens: int = Field(2048, ge=64, le=32768)  # beyond it an answer counts as truncated
+    replicas: int | None = Field(None, ge=1, le=512)  # engines (vllm) or request actors (openai)
+    batch_size: int = Field(64, ge=1, le=4096)  # pages per engine call
+    cpus_per_replica: float = Field(1.0, gt=0, le=64)
+    llm_confidence: float = Field(0.8, ge=0, le=1)  # the LLM's word when it agrees with the lexicon
+    llm_only_confidence: float = Field(0.6, ge=0, le=1)  # a mention the lexicon did not see
+
+
+class VllmExtractConfig(_LlmExtractCommon):
+    """vLLM engines in the graph; null sizes come from `medrec plan`."""
+
+    backend: Literal["vllm"]
+    model_path: str
+    max_model_len: int = Field(ge=512, le=1_048_576)
+    dtype: Literal["auto", "bfloat16", "float16"] = "bfloat16"
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    weights_gb: float = Field(gt=0)
+    architecture: ModelArchitecture
+    tensor_parallel_size: int | None = Field(None, ge=1, le=64)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=0.98)
+    max_num_seqs: int | None = Field(None, ge=1, le=4096)
+
+
+class OpenAIExtractConfig(_LlmExtractCommon):
+    """An OpenAI-compatible endpoint (`vllm serve`) the site runs."""
+
+    backend: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None  # the variable's name, never the key itself
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    concurrency: int = Field(16, ge=1, le=1024)  # requests in flight per actor
+    replicas: int = Field(1, ge=1, le=512)
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # server extensions, e.g. chat_template_kwargs
 
 
 class TerminologyConfig(_Strict):
@@ -147,7 +196,7 @@ class MedrecConfig(_Strict):
     seed: int = 7
     include_bad_files: bool = False
     ocr: OcrConfig
-    extract: ExtractConfig
+    extract: Annotated[ExtractConfig | VllmExtractConfig | OpenAIExtractConfig, Field(discriminator="backend")]
     terminology: TerminologyConfig
     resources: ResourcesConfig
     writer: WriterConfig

@@ -8,7 +8,9 @@ from typing import Callable
 import ray.data
 
 from pipeline.manifest_source import ManifestDatasource
-from pipeline.config import MedrecConfig, OcrConfig, PoolConfig, expand
+from pipeline.config import ExtractConfig, MedrecConfig, OcrConfig, PoolConfig, VllmExtractConfig, expand
+from pipeline.llm.engines import OpenAIEngine, VllmEngine, require_local_model, vllm_engine_kwargs, vllm_sampling_kwargs
+from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
 from pipeline.ray_adapter import apply_stage
@@ -16,6 +18,7 @@ from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
 from pipeline.stages.extract import LexiconExtractStage
+from pipeline.stages.extract_llm import LlmExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
 from pipeline.stages.validate import ValidateStage, ValidationConfig
@@ -53,6 +56,8 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                          concurrency=p.actors, memory_mb=p.memory_mb)
 
     index_path = str(expand(cfg.terminology.index_path))
+    coder = partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
+                    resources=pool(res.code))
     return [
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
@@ -64,10 +69,54 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 resources=ocr_resources(cfg, gpu_plan(cfg))),
         partial(ClassifyStage, resources=pool(res.classify)),
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
-        partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
-                resources=pool(res.code)),
+        *llm_extract_factories(cfg, coder),
+        coder,
         partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
     ]
+
+
+def llm_extract_factories(cfg: MedrecConfig, coder: Callable[[], Stage]) -> list[Callable[[], Stage]]:
+    """With an LLM backend: the code stage (its candidates for the lexicon's mentions become the
+    page's candidate list) and the LLM stage; nothing with the lexicon backend."""
+    extract = cfg.extract
+    if isinstance(extract, ExtractConfig):
+        return []
+    merge = MergeSettings(llm_confidence=extract.llm_confidence, llm_only_confidence=extract.llm_only_confidence)
+    replicas = extract.replicas
+    if isinstance(extract, VllmExtractConfig):
+        require_local_model(extract.model_path)  # fail on the driver, before any actor starts
+        sizes = vllm_sizes(extract, gpu_plan(cfg))
+        engine_kwargs = vllm_engine_kwargs(
+            str(expand(extract.model_path)), extract.model_name, extract.max_model_len, extract.dtype,
+            extract.kv_cache_dtype, sizes["tensor_parallel_size"], sizes["gpu_memory_utilization"],
+            sizes["max_num_seqs"])
+        replicas = sizes["replicas"]
+        if replicas is None:
+            raise ValueError("extract.replicas is null: run `medrec plan` and pass its engine count")
+        engine = partial(VllmEngine, engine_kwargs, vllm_sampling_kwargs(extract.max_output_tokens))
+        gpus = sizes["tensor_parallel_size"] * sizes["gpus_per_worker"]
+    else:
+        engine = partial(OpenAIEngine, extract.base_url, extract.model_name, extract.max_output_tokens,
+                         timeout_s=extract.timeout_s, max_retries=extract.max_retries, backoff_s=extract.backoff_s,
+                         concurrency=extract.concurrency, api_key_env=extract.api_key_env,
+                         extra_body=extract.extra_body)
+        gpus = 0.0
+    resources = Resources(num_cpus=extract.cpus_per_replica, num_gpus=gpus, batch_size=extract.batch_size,
+                          concurrency=replicas)
+    return [coder, partial(LlmExtractStage, engine_factory=engine, merge=merge, resources=resources)]
+
+
+def vllm_sizes(extract: VllmExtractConfig, plan: Plan | None) -> dict:
+    """The engine sizes: each one set in the extract config wins, a null one comes from the GPU plan."""
+    planned = plan.llm if plan is not None else None
+    sizes = {}
+    for key in ("tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "replicas"):
+        configured = getattr(extract, key)
+        sizes[key] = configured if configured is not None or planned is None else getattr(planned, key)
+    # A planned engine shares its cards with OCR actors, so it asks Ray for its planned share of
+    # each GPU; an engine sized by hand takes whole GPUs.
+    sizes["gpus_per_worker"] = planned.gpus_per_worker if planned is not None else 1.0
+    return sizes
 
 
 def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:

@@ -13,7 +13,9 @@ OFFLINE_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",  # no PaddleX model-hoster probe
     "ORT_DISABLE_TELEMETRY": "1",  # no ONNX Runtime telemetry file under $HOME
-    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's dashboard would otherwise report usage stats
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "VLLM_NO_USAGE_STATS": "1",  # vLLM would otherwise report usage stats
+    "DO_NOT_TRACK": "1",  # Ray's dashboard would otherwise report usage stats
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from pipeline.config import CONF_DIR, GpuConfig, MedrecConfig
 
 GIB = 1024**3
-DEFAULT_LLM_MODEL_FILE = CONF_DIR / "llm_models" / "qwen3_8b.yaml"
+DEFAULT_LLM_MODEL_FILE = CONF_DIR / "extract" / "vllm.yaml"  # planned when extract is not vllm
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 # Upper bound the plan asks of one engine; the extract config's max_num_seqs overrides it.
 MAX_NUM_SEQS_CAP = 256
@@ -55,7 +55,7 @@ class LlmModelSpec:
 
     @classmethod
     def from_extract_config(cls, mapping: Mapping[str, Any]) -> "LlmModelSpec":
-        """Read the keys of an extract config with `backend: vllm` (or a `conf/llm_models/` file)."""
+        """Read the keys of an extract config with `backend: vllm`."""
         architecture = mapping["architecture"]
         return cls(
             model_name=mapping["model_name"],

@@ -46,8 +46,11 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage]) -> ray.
         return dataset.map_batches(
             _StageActor,
             fn_constructor_kwargs={"factory": factory},
-            # Ray Data's defaults restart a dead actor and retry the batch it held.
             compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
+            # A dead actor (a crashed engine exits its process) is restarted and the batch it
+            # held retried: Ray Data's defaults for actor pools, stated so they cannot drift.
+            max_restarts=-1,
+            max_task_retries=-1,
             **common,
         )
     return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory}, **common)

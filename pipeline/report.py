@@ -36,6 +36,8 @@ class RunReport:
     pipeline_version: str
     terminology_version: str
     output: str
+    llm_pages_by_source: dict[str, int] | None = None  # LLM backends: llm / llm_repaired / llm_fallback
+    llm_output_tokens: int | None = None
 
     @property
     def conserved(self) -> bool:
@@ -78,6 +80,8 @@ class RunReport:
             pipeline_version=pipeline_version,
             terminology_version=terminology_version,
             output=str(output),
+            llm_pages_by_source=dict(sorted(tables.llm_pages.items())) or None,
+            llm_output_tokens=tables.llm_output_tokens if tables.llm_pages else None,
         )
 
 
@@ -112,6 +116,9 @@ def render_markdown(report: RunReport) -> str:
         f"| (failed validation, quarantined) | {report.resources_failed_validation} |",
         "",
     ]
+    if report.llm_pages_by_source:
+        lines += [f"- LLM extraction: pages by source {report.llm_pages_by_source}; "
+                  f"{report.llm_output_tokens} output tokens", ""]
     return "\n".join(lines)
 
 

@@ -85,6 +85,8 @@ PAGE_SCHEMA = pa.schema(
         pa.field("document_type_predicted", pa.string()),
         pa.field("document_type_confidence", pa.float32()),
         pa.field("entities", pa.list_(ENTITY_TYPE)),
+        pa.field("extract_source", pa.string()),  # LLM backends: "llm" | "llm_repaired" | "llm_fallback"
+        pa.field("llm_output_tokens", pa.int32()),  # LLM backends: output tokens spent on the page
         pa.field("error_stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),

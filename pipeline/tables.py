@@ -88,6 +88,9 @@ class PageTableWriter:
         # One small summary per document (not per page): patient and type votes for assembly.
         self.documents: dict[tuple[str, str], DocumentSummary] = {}
         self.stage_seconds: Counter[str] = Counter()
+        # LLM backends: pages by extract_source (llm / llm_repaired / llm_fallback) and output tokens.
+        self.llm_pages: Counter[str] = Counter()
+        self.llm_output_tokens = 0
 
     def write_batch(self, batch: pa.Table) -> tuple[int, int]:
         """Write one batch; returns (pages ok, pages quarantined)."""
@@ -108,6 +111,9 @@ class PageTableWriter:
                 })
                 continue
             summary.pages_ok += 1
+            if row.get("extract_source"):
+                self.llm_pages[row["extract_source"]] += 1
+                self.llm_output_tokens += row.get("llm_output_tokens") or 0
             if row.get("document_type_predicted"):
                 summary.type_votes[row["document_type_predicted"]] += 1
             for entity in row.get("entities") or []:

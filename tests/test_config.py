@@ -14,6 +14,8 @@ from pipeline.stages.base import Stage
 
 GROUPS = ("ocr", "extract", "terminology", "resources", "writer")
 STAGE_ORDER = ["render", "ocr", "classify", "extract", "code", "validate"]
+# LLM backends: the first code stage's candidates for the lexicon's mentions go into the prompt.
+LLM_STAGE_ORDER = ["render", "ocr", "classify", "extract", "code", "extract_llm", "code", "validate"]
 
 
 def group_options() -> list[str]:
@@ -25,15 +27,24 @@ def test_every_group_has_an_option() -> None:
     assert {option.split("=")[0] for option in group_options()} == set(GROUPS)
 
 
+def runnable(override: str, tmp_path: Path) -> list[str]:
+    """`override` plus what the vLLM option needs to build: a staged model and the plan's sizes."""
+    if override != "extract=vllm":
+        return [override]
+    (tmp_path / "config.json").write_text("{}")
+    return [override, f"extract.model_path={tmp_path}", "extract.tensor_parallel_size=1",
+            "extract.gpu_memory_utilization=0.9", "extract.max_num_seqs=64", "extract.replicas=1"]
+
+
 @pytest.mark.parametrize("override", group_options())
-def test_each_group_option_composes_and_builds_every_stage(override: str) -> None:
-    cfg = load_config([override])
+def test_each_group_option_composes_and_builds_every_stage(override: str, tmp_path: Path) -> None:
+    cfg = load_config(runnable(override, tmp_path))
 
     stages = [factory() for factory in stage_factories(cfg)]
 
     assert isinstance(cfg, MedrecConfig)
     assert all(isinstance(stage, Stage) for stage in stages)
-    assert [stage.name for stage in stages] == STAGE_ORDER
+    assert [stage.name for stage in stages] == (STAGE_ORDER if cfg.extract.backend == "lexicon" else LLM_STAGE_ORDER)
     by_name = {stage.name: stage for stage in stages}
     assert by_name["render"].dpi == cfg.render.dpi
     assert by_name["ocr"].model_dir == str(expand(cfg.ocr.model_dir))
@@ -93,3 +104,54 @@ def test_the_gpu_ocr_backend_needs_its_model_dirs_and_a_vram_budget() -> None:
         load_config(["ocr=paddle_gpu", "ocr.det_model_dir=null"])
     with pytest.raises(ValidationError, match="gpu_memory_gb_per_actor > 0"):
         load_config(["ocr=paddle_gpu", "ocr.gpu_memory_gb_per_actor=0"])
+
+
+def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:
+    cfg = load_config(runnable("extract=vllm", tmp_path) + ["extract.tensor_parallel_size=2", "extract.replicas=3"])
+
+    llm = next(factory() for factory in stage_factories(cfg) if factory().name == "extract_llm")
+
+    assert (llm.resources.num_gpus, llm.resources.concurrency) == (2.0, 3)
+    assert cfg.extract.architecture.num_kv_heads == 8 and cfg.extract.weights_gb == 15.3
+    assert llm.engine is None  # nothing is loaded before setup
+
+
+def test_the_vllm_option_refuses_to_build_without_the_plan_or_the_model(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="extract.tensor_parallel_size, extract.gpu_memory_utilization, "
+                                         "extract.max_num_seqs are null"):
+        stage_factories(load_config(["extract=vllm", f"extract.model_path={tmp_path}"]))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent")):
+        stage_factories(load_config(["extract=vllm", f"extract.model_path={tmp_path / 'absent'}"]))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("extract.gpu_memory_utilization=1.5", ("extract", "vllm", "gpu_memory_utilization")),
+    ("extract.kv_cache_dtype=int3", ("extract", "vllm", "kv_cache_dtype")),
+])
+def test_bad_vllm_values_name_their_key(override: str, key: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_config(["extract=vllm", override])
+
+    assert [error["loc"] for error in raised.value.errors()] == [key]
+
+
+def test_on_a_gpu_profile_the_vllm_sizes_left_null_come_from_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    cfg = load_config(["extract=vllm", f"extract.model_path={tmp_path}", "resources=gpu_node",
+                       "extract.max_num_seqs=32"])
+    planned = gpu_plan(cfg).llm
+
+    llm = next(factory() for factory in stage_factories(cfg) if factory().name == "extract_llm")
+    engine_kwargs = llm.engine_factory.args[0]
+
+    assert llm.resources.concurrency == planned.replicas == 8  # one engine per H100 of the node
+    assert llm.resources.num_gpus == planned.tensor_parallel_size * planned.gpus_per_worker
+    assert engine_kwargs["gpu_memory_utilization"] == planned.gpu_memory_utilization
+    assert engine_kwargs["max_num_seqs"] == 32  # a size set in the config wins over the plan
+
+
+def test_a_gpu_profile_selects_gpu_ocr_unless_the_command_line_says_otherwise() -> None:
+    assert load_config(["resources=gpu_24gb"]).ocr.backend == "paddle"
+    assert load_config(["resources=gpu_24gb", "ocr=paddle_onnx"]).ocr.backend == "paddle_onnx"
+    assert load_config([]).ocr.backend == "paddle_onnx"

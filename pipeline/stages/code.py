@@ -49,6 +49,8 @@ class CodeStage(Stage):
         coded: list[Entity] = []
         for entity in entities:
             coded.append(entity)
+            if entity.code is not None:  # coded upstream: the LLM chose it from this index's candidates
+                continue
             if entity.kind == "diagnosis":
                 also_reported = self.code_combination(entity)
                 if also_reported is None:

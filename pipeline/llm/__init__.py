@@ -1,0 +1,1 @@
+"""LLM extraction: the output schema, prompts, parsing and merging with the lexicon result."""
