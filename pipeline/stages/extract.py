@@ -40,6 +40,8 @@ class LexiconExtractStage(Stage):
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
-        entities = self.extractor.extract(row["document_id"], row["page_index"], group_rows(lines))
+        # The classifier's type says what unheaded rows are; without it the page reads as "other".
+        document_type = row.get("document_type_predicted") or "other"
+        entities = self.extractor.extract(row["document_id"], row["page_index"], group_rows(lines), document_type)
         row["entities"] = [entity.to_row() for entity in entities]
         return row
