@@ -109,7 +109,8 @@ class PageTableWriter:
                 continue
             summary.pages_ok += 1
             if row.get("document_type_predicted"):
-                summary.type_votes[row["document_type_predicted"]] += 1
+                # Votes weighted by confidence: a sure title page outweighs unsure continuation pages.
+                summary.type_votes[row["document_type_predicted"]] += row.get("document_type_confidence") or 0.01
             for entity in row.get("entities") or []:
                 if entity["kind"] == "demographic" and entity["attribute"] == "mrn" and entity["value"]:
                     summary.mrn_votes[entity["value"]] += 1
