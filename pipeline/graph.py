@@ -16,7 +16,7 @@ from pipeline.stages.code import CodeStage
 from pipeline.stages.extract import LexiconExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
-from pipeline.stages.validate import ValidateStage, ValidationConfig
+from pipeline.stages.validate import ValidateStage
 
 
 def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
@@ -40,7 +40,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
         partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,
                 resources=pool(res.code)),
-        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
+        partial(ValidateStage, config=cfg.validate_rules, resources=pool(res.validate_pool)),
     ]
 
 

@@ -60,6 +60,11 @@ class FieldScore:
     value: str | None
     confidence: float
     reasons: list[str] = field(default_factory=list)
+    base: float | None = None  # the extractor's own confidence, before coding and cross-checks
+
+    def __post_init__(self) -> None:
+        if self.base is None:
+            self.base = self.confidence
 
 
 @dataclass

@@ -36,6 +36,7 @@ class RunReport:
     pipeline_version: str
     terminology_version: str
     output: str
+    review_queue_fields: int = 0  # rows of tables/review_queue.parquet: flagged fields
 
     @property
     def conserved(self) -> bool:
@@ -62,7 +63,7 @@ class RunReport:
             pages_unaccounted=pages_in - processed - quarantined,
             documents=len(tables.documents),
             quarantine_by_reason=dict(sorted(reasons.items())),
-            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags")},
+            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags", "review_queue")},
             entities_requiring_review=counts.get("requires_review", 0),
             flags=counts.get("flags", 0),
             resources_by_type=dict(sorted(resources.items())),
@@ -78,6 +79,7 @@ class RunReport:
             pipeline_version=pipeline_version,
             terminology_version=terminology_version,
             output=str(output),
+            review_queue_fields=counts.get("review_queue", 0),
         )
 
 
@@ -105,6 +107,7 @@ def render_markdown(report: RunReport) -> str:
         "|---|---:|",
         *[f"| {kind} | {count} |" for kind, count in report.entities_by_kind.items()],
         f"| (requiring review) | {report.entities_requiring_review} |",
+        f"| (flagged fields in the review queue) | {report.review_queue_fields} |",
         "",
         "| FHIR resource | count |",
         "|---|---:|",

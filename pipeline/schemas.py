@@ -43,6 +43,7 @@ FIELD_SCORE_TYPE = pa.struct(
         pa.field("value", pa.string()),
         pa.field("confidence", pa.float32()),
         pa.field("reasons", pa.list_(pa.string())),
+        pa.field("base", pa.float32()),
     ]
 )
 

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.records import Entity
 from pipeline.schemas import page_rows_to_table
-from pipeline.stages.validate import ValidateStage, ValidationConfig, loinc_check_digit_ok
+from pipeline.config import ValidateConfig
+from pipeline.stages.validate import ValidateStage, loinc_check_digit_ok
 from pipeline.synth.catalogue import LABS
 from terminology_index import ICD10CM, LOINC, RXNORM
 
@@ -17,7 +18,7 @@ TODAY = "2025-06-01"
 
 
 def validate(rows: list[dict], **config) -> list[dict]:
-    stage = ValidateStage(ValidationConfig(today=TODAY, **config))
+    stage = ValidateStage(ValidateConfig(today=TODAY, **config))
     return stage.process_batch(page_rows_to_table(rows)).to_pylist()
 
 
@@ -142,7 +143,7 @@ def test_rows_failed_upstream_pass_through_untouched(make_entity, make_page_row)
                            error_stage="code", error_type="index_missing", error_message="no index")
     batch = page_rows_to_table([failed])
 
-    out = ValidateStage(ValidationConfig(today=TODAY)).process_batch(batch).to_pylist()
+    out = ValidateStage(ValidateConfig(today=TODAY)).process_batch(batch).to_pylist()
 
     assert out == batch.to_pylist()
     assert out[0]["entities"][0]["flags"] == []
@@ -150,4 +151,4 @@ def test_rows_failed_upstream_pass_through_untouched(make_entity, make_page_row)
 
 def test_min_confidence_out_of_bounds_is_rejected() -> None:
     with pytest.raises(ValueError, match="min_confidence"):
-        ValidateStage(ValidationConfig(min_confidence=1.5))
+        ValidateStage(ValidateConfig(min_confidence=1.5))
