@@ -21,11 +21,15 @@ _UCUM_CODES = {
     "ml/min/1.73m2": "mL/min/{1.73_m2}", "ml/min": "mL/min",
 }
 
+_KNOWN_CODES = frozenset(_UCUM_CODES.values())
+
 
 def ucum_code(unit: str | None) -> str | None:
     """The UCUM code for a unit as written, or None when it is not a known unit."""
     if not unit:
         return None
+    if unit.strip() in _KNOWN_CODES:  # already normalised by the extractor
+        return unit.strip()
     return _UCUM_CODES.get(unit.strip().lower())
 
 
