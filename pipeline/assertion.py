@@ -52,7 +52,12 @@ RELATIONSHIPS = {
     "brother": ("BRO", "brother"), "sibling": ("SIB", "sibling"), "siblings": ("SIB", "sibling"),
     "grandmother": ("GRMTH", "grandmother"), "grandfather": ("GRFTH", "grandfather"), "aunt": ("AUNT", "aunt"),
     "uncle": ("UNCLE", "uncle"), "son": ("SON", "natural son"), "daughter": ("DAU", "natural daughter"),
-    "parent": ("PRN", "parent"), "parents": ("PRN", "parent"), "maternal": ("MAMEMB", "maternal family member"),
+    "parent": ("PRN", "parent"), "parents": ("PRN", "parent"),
+    "maternal aunt": ("MAUNT", "maternal aunt"), "paternal aunt": ("PAUNT", "paternal aunt"),
+    "maternal uncle": ("MUNCLE", "maternal uncle"), "paternal uncle": ("PUNCLE", "paternal uncle"),
+    "maternal grandmother": ("MGRMTH", "maternal grandmother"), "paternal grandmother": ("PGRMTH", "paternal grandmother"),
+    "maternal grandfather": ("MGRFTH", "maternal grandfather"), "paternal grandfather": ("PGRFTH", "paternal grandfather"),
+    "maternal": ("MAMEMB", "maternal family member"),
     "paternal": ("PAMEMB", "paternal family member"),
 }
 FAMILY_MEMBER = ("FAMMEMB", "family member")
