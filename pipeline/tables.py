@@ -141,14 +141,15 @@ _ENTITY_COLUMNS = [f.name for f in ENTITY_FIELDS]
 
 
 def _document_findings(documents: dict[tuple[str, str], DocumentSummary], rules: RuleEngine | None
-                       ) -> dict[str, list[Finding]]:
-    """Findings of the document rules over whole documents, by entity id (only flagged ones)."""
-    found: dict[str, list[Finding]] = {}
+                       ) -> dict[tuple[str, str, str], list[Finding]]:
+    """Findings of the document rules over whole documents, by (facility, document, entity id);
+    only entities a rule fired on."""
+    found: dict[tuple[str, str, str], list[Finding]] = {}
     if rules is None:
         return found
-    for (facility_id, _), summary in documents.items():
+    for (facility_id, document_id), summary in documents.items():
         for finding in rules.document_findings(summary.facts, facility_id):
-            found.setdefault(finding.entity_id, []).append(finding)
+            found.setdefault((facility_id, document_id, finding.entity_id), []).append(finding)
     return found
 
 
@@ -171,7 +172,8 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
             document = documents[(row["facility_id"], row["document_id"])]
             if rules is not None:
                 entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
-                apply_findings(entity, document_findings.get(entity.entity_id, []), rules.config.min_confidence)
+                key = (row["facility_id"], row["document_id"], entity.entity_id)
+                apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
                 row.update(entity.to_row())
                 lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
                            "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],

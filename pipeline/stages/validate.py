@@ -320,16 +320,17 @@ class ValidateStage(Stage):
         for row in pages:
             for entity in row.get("_entities", []):
                 facts[(row["facility_id"], row["document_id"])].observe(entity, self.engine.duplicate_kinds)
-        document_findings: dict[str, list[Finding]] = defaultdict(list)
-        for (facility_id, _), document in facts.items():
+        document_findings: dict[tuple[str, str, str], list[Finding]] = defaultdict(list)
+        for (facility_id, document_id), document in facts.items():
             for finding in self.engine.document_findings(document, facility_id):
-                document_findings[finding.entity_id].append(finding)
+                document_findings[(facility_id, document_id, finding.entity_id)].append(finding)
         for row in pages:
             entities = row.pop("_entities", None)
             if entities is None:
                 continue
             for entity in entities:
-                apply_findings(entity, document_findings.get(entity.entity_id, []), self.config.min_confidence)
+                key = (row["facility_id"], row["document_id"], entity.entity_id)
+                apply_findings(entity, document_findings.get(key, []), self.config.min_confidence)
             row["entities"] = [entity.to_row() for entity in entities]
         return pages
 
