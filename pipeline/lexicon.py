@@ -82,7 +82,7 @@ _LEADING_TRIGGER = re.compile(r"^(?P<trigger>(?:history of|hx of|h/o|s/p|status 
                               r"suspected|probable|family history of)\s+)", re.I)
 
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse|P)\s*:?\s*({_NUMBER})\s*(bpm|/min|beats/min)?", re.I)),
+    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse)\s*:?\s*({_NUMBER})\s*(bpm|/min|beats/min)?", re.I)),
     ("respiratory rate", re.compile(rf"\b(?:RR|resp(?:iratory)? rate|resp)\s*:?\s*({_NUMBER})\s*(/min|breaths/min)?", re.I)),
     ("temperature", re.compile(rf"\b(?:temp(?:erature)?|T)\s*:?\s*({_NUMBER})\s*(°?\s?[CF])\b", re.I)),
     ("spo2", re.compile(rf"\b(?:SpO2|O2 sat|oxygen saturation|sat|SaO2)\s*:?\s*({_NUMBER})\s*(%)?", re.I)),
@@ -250,7 +250,7 @@ class LexiconExtractor:
             return self._procedure(item, ctx)
         if ctx.role in ("narrative", "family"):
             return self._spot_diagnoses(item, ctx)
-        return []  # check-box lists need the check-box reader (pipeline.checkboxes)
+        return []  # check-box lists are read from the image by the layout's check-box reader
 
     # Patterns ----------------------------------------------------------------------------
 
@@ -307,10 +307,6 @@ class LexiconExtractor:
             for name, pattern in _VITAL_PATTERNS:
                 match = pattern.search(line.text)
                 if match and not (name == "pulse" and bp and match.start() < bp.end()):
-                    # A bare "P 72" is a pulse only inside a vitals section.
-                    if name == "pulse" and match.group(0)[:1] in "Pp" and not match.group(0).lower().startswith("pulse") \
-                            and ctx.role != "vitals":
-                        continue
                     unit = (match.group(2) or "").replace(" ", "") or _DEFAULT_VITAL_UNITS.get(name)
                     found.append(self._vital(name, match.group(0), float(match.group(1)), unit, single))
         return found

@@ -10,6 +10,7 @@ table writer over the whole document (`DocumentFacts`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from pipeline.terminology import normalise_term
 from terminology_index import ICD10CM, LOINC, RXNORM
 
 LOW_CONFIDENCE = "low_confidence"
+# Flags set by earlier stages, with the field a reviewer checks for them.
+STAGE_FLAG_FIELDS = {"uncoded": "code"}
 _ICD10CM_CODE = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
 _RXCUI = re.compile(r"^[0-9]{1,8}$")
 _ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -162,7 +165,7 @@ class DocumentFacts:
     and one fingerprint per clinical fact (to spot a fact read again on another page)."""
 
     dates: list[_Dated] = field(default_factory=list)
-    first_seen: dict[str, tuple[int, str]] = field(default_factory=dict)
+    first_seen: dict[bytes, tuple[int, str]] = field(default_factory=dict)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (entity id, its text)
 
     def observe(self, entity: Entity, duplicate_kinds: frozenset[str]) -> None:
@@ -176,9 +179,11 @@ class DocumentFacts:
                 self.duplicates.append((entity.entity_id, entity.text))
 
 
-def _fingerprint(entity: Entity) -> str:
-    return "|".join(str(part) for part in (entity.kind, normalise_term(entity.text), entity.value, entity.value_num,
-                                           entity.unit, entity.dose_value, entity.frequency, entity.assertion))
+def _fingerprint(entity: Entity) -> bytes:
+    """Eight bytes per fact, so a long document's fingerprints stay small."""
+    key = "|".join(str(part) for part in (entity.kind, normalise_term(entity.text), entity.value, entity.value_num,
+                                          entity.unit, entity.dose_value, entity.frequency, entity.assertion))
+    return hashlib.blake2b(key.encode(), digest_size=8).digest()
 
 
 def _date_of(entity: Entity) -> date | None:
@@ -365,6 +370,6 @@ def review_rows(entity: Entity, rules: dict[str, Rule], min_confidence: float) -
         rows.append({"field": f.name, "value": f.value, "confidence": f.confidence, "reason": "; ".join(reasons),
                      "priority": review_priority(entity.kind, f.confidence, severities)})
     for flag in sorted(set(entity.flags) - covered):
-        rows.append({"field": "entity", "value": entity.text, "confidence": entity.confidence, "reason": flag,
+        rows.append({"field": STAGE_FLAG_FIELDS.get(flag, "entity"), "value": entity.text, "confidence": entity.confidence, "reason": flag,
                      "priority": review_priority(entity.kind, entity.confidence, ["warning"])})
     return rows
