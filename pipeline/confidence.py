@@ -41,7 +41,8 @@ def section_agreement(section: str, document_type: str | None, type_confidence: 
 
 
 def code_trust(entity: Entity) -> float:
-    chosen = next((c for c in entity.candidates if c.code == entity.code), None)
+    """How the chosen code was found; a clinical drug chosen by strength inherits its ingredient's match."""
+    chosen = next((c for c in entity.candidates if c.code in (entity.code, entity.ingredient_code)), None)
     if chosen is None:
         return OTHER_MATCH_TRUST
     prefix = chosen.match.split(":", 1)[0]

@@ -34,12 +34,17 @@ def test_code_field_from_score_match_and_ocr() -> None:
     searched = entity(code="861007", code_score=0.8,
                       candidates=[CodeCandidate("rxnorm", "861007", "metformin 500 MG", 0.8, "fts")])
 
+    by_strength = entity(code="861007", ingredient_code="6809", code_score=1.0,
+                         candidates=[CodeCandidate("rxnorm", "6809", "metformin", 1.0, "exact:preferred")])
+
     combine(exact, "discharge_summary", 0.95)
     combine(searched, "discharge_summary", 0.95)
+    combine(by_strength, "discharge_summary", 0.95)
 
     assert {f.name: f.confidence for f in exact.fields}["code"] == pytest.approx(0.9)
     assert {f.name: f.confidence for f in searched.fields}["code"] == pytest.approx(0.8 * 0.8 * 0.9, abs=1e-4)
     assert exact.confidence == pytest.approx(0.855) and searched.confidence == pytest.approx(0.576, abs=1e-4)
+    assert {f.name: f.confidence for f in by_strength.fields}["code"] == pytest.approx(0.9)
 
 
 def test_disagreement_lowers_every_field_and_combining_twice_changes_nothing() -> None:
