@@ -117,8 +117,11 @@ _ENCOUNTER_KEYS = {"admission date": "admission_date", "admitted": "admission_da
 
 # Strength of each kind of evidence: how much a field read this way is worth before OCR
 # confidence, coding and cross-checks (pipeline.confidence) adjust it.
-STRENGTH = {"exact_list_item": 0.9, "dictionary_in_text": 0.8, "pattern": 0.95, "table_row": 1.0,
-            "unknown_lab_name": 0.6, "name_only": 0.7, "unparsed_sig": 0.6, "unknown_unit": 0.6, "no_unit": 0.55}
+# A clean scan reads at OCR confidence ~0.95-0.99, so the sure readings stay above the
+# default review threshold (0.75) and the doubtful ones fall below it.
+STRENGTH = {"exact_list_item": 0.95, "dictionary_in_text": 0.9, "pattern": 0.95, "table_row": 1.0,
+            "procedure_item": 0.9, "unknown_lab_name": 0.6, "name_only": 0.7, "unparsed_sig": 0.6,
+            "unknown_unit": 0.6, "no_unit": 0.55}
 
 
 def parse_reference_range(text: str | None) -> tuple[float | None, float | None, str | None]:
@@ -462,7 +465,7 @@ class LexiconExtractor:
             return []
         entity = self._entity("procedure", name, ctx, "present")
         entity.value = when
-        _score(entity, "text", name, STRENGTH["name_only"] + 0.1)
+        _score(entity, "text", name, STRENGTH["procedure_item"])
         if when:
             _score(entity, "date", when, STRENGTH["pattern"])
         return [entity]
