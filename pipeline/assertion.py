@@ -22,7 +22,8 @@ _PRE_TRIGGERS: dict[str, str] = {
     "family": r"mother|father|sister|brother|siblings?|grandmother|grandfather|aunt|uncle|son|daughter|parents?|"
               r"family history of|family hx of|fhx|fh of|maternal|paternal|mother's|father's",
     "hypothetical": r"if|return if|should|in case of|rule out|r/o|possible|possibly|suspected|suspicion of|"
-                    r"concern for|question of|evaluate for|eval for|to exclude|risk of|may have|cannot exclude",
+                    r"concern for|question of|evaluate for|eval for|to exclude|risk of|may have|cannot exclude|"
+                    r"planned|scheduled for|to be scheduled",
     "historical": r"history of|hx of|h/o|s/p|status post|prior|previous|previously|past|remote|in the past",
 }
 _POST_TRIGGERS: dict[str, str] = {

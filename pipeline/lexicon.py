@@ -79,7 +79,7 @@ _DIAGNOSIS_STATUS = re.compile(r"\s*[(\[,-]?\s*\b(resolved|in remission|remote|i
                                r"stable)\b\s*[)\]]?\s*$", re.I)
 # Words before a listed diagnosis that change what it asserts ("h/o stroke", "r/o PE").
 _LEADING_TRIGGER = re.compile(r"^(?P<trigger>(?:history of|hx of|h/o|s/p|status post|no|denies|rule out|r/o|possible|"
-                              r"suspected|probable|family history of)\s+)", re.I)
+                              r"suspected|probable|family history of|planned|scheduled for)\s+)", re.I)
 
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse)\s*:?\s*({_NUMBER})\s*(bpm|/min|beats/min)?", re.I)),
@@ -459,11 +459,11 @@ class LexiconExtractor:
         when = procedure_date(item)
         name = re.split(r"\s+(?:on|performed|in)\s+|\s*[(,]\s*|\s+-\s+|\s+\d", item, maxsplit=1)[0].strip()
         trigger = _LEADING_TRIGGER.match(name)
-        if trigger:
-            name = name[len(trigger.group("trigger")):]
+        prefix = trigger.group("trigger") if trigger else ""
+        name = name[len(prefix):]
         if not name or not re.search(r"[A-Za-z]{3}", name):
             return []
-        entity = self._entity("procedure", name, ctx, "present")
+        entity = self._entity("procedure", name, ctx, assertion_of(prefix, ctx.role))
         entity.value = when
         _score(entity, "text", name, STRENGTH["procedure_item"])
         if when:

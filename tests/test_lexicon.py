@@ -393,12 +393,13 @@ def test_allergy_reaction_and_severity(extractor: LexiconExtractor, text: str, s
 def test_procedures_with_dates(extractor: LexiconExtractor) -> None:
     lines = page((100, [(80, "PAST SURGICAL HISTORY:")]), (130, [(80, "- Appendectomy 2009")]),
                  (160, [(80, "- Colonoscopy on 03/14/2022")]), (190, [(80, "- s/p Cholecystectomy (05/2015)")]),
-                 (220, [(80, "- Tonsillectomy")]))
+                 (220, [(80, "- Tonsillectomy")]), (250, [(80, "- Planned knee arthroscopy")]))
 
-    procedures = {e.text: e.value for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines))}
+    procedures = {e.text: (e.value, e.assertion) for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines))}
 
-    assert procedures == {"Appendectomy": "2009", "Colonoscopy": "2022-03-14", "Cholecystectomy": "2015-05",
-                          "Tonsillectomy": None}
+    assert procedures == {"Appendectomy": ("2009", "present"), "Colonoscopy": ("2022-03-14", "present"),
+                          "Cholecystectomy": ("2015-05", "historical"), "Tonsillectomy": (None, "present"),
+                          "knee arthroscopy": (None, "hypothetical")}
 
 
 def test_two_digit_birth_year_is_never_in_the_future(extractor: LexiconExtractor) -> None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.assertion import FAMILY_MEMBER, RELATIONSHIPS
+from pipeline.sig import parse_sig
 from pipeline.units import ucum_code  # noqa: F401 (re-exported: assembly reads units here)
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
 
@@ -79,34 +80,27 @@ class Concept:
 
 
 # SNOMED CT route qualifiers for the abbreviations medication lists use.
+# SNOMED CT route qualifiers for the canonical routes `pipeline.sig` reads sigs into.
 _ROUTES = {
-    "po": Concept(SNOMED, "26643006", "Oral route"),
-    "oral": Concept(SNOMED, "26643006", "Oral route"),
-    "by mouth": Concept(SNOMED, "26643006", "Oral route"),
-    "iv": Concept(SNOMED, "47625008", "Intravenous route"),
-    "intravenous": Concept(SNOMED, "47625008", "Intravenous route"),
-    "im": Concept(SNOMED, "78421000", "Intramuscular route"),
-    "intramuscular": Concept(SNOMED, "78421000", "Intramuscular route"),
-    "sc": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "sq": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "subq": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "subcutaneous": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "sl": Concept(SNOMED, "37839007", "Sublingual route"),
-    "sublingual": Concept(SNOMED, "37839007", "Sublingual route"),
-    "pr": Concept(SNOMED, "37161004", "Rectal route"),
-    "rectal": Concept(SNOMED, "37161004", "Rectal route"),
-    "topical": Concept(SNOMED, "6064005", "Topical route"),
-    "top": Concept(SNOMED, "6064005", "Topical route"),
-    "inh": Concept(SNOMED, "447694001", "Respiratory tract route"),
-    "inhaled": Concept(SNOMED, "447694001", "Respiratory tract route"),
+    "PO": Concept(SNOMED, "26643006", "Oral route"),
+    "IV": Concept(SNOMED, "47625008", "Intravenous route"),
+    "IM": Concept(SNOMED, "78421000", "Intramuscular route"),
+    "SC": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "SL": Concept(SNOMED, "37839007", "Sublingual route"),
+    "PR": Concept(SNOMED, "37161004", "Rectal route"),
+    "TOP": Concept(SNOMED, "6064005", "Topical route"),
+    "INH": Concept(SNOMED, "447694001", "Respiratory tract route"),
 }
 
 
 def route_concept(route: str | None) -> Concept | None:
-    """SNOMED CT route for a route as written ("PO", "oral"), or None when unknown."""
+    """SNOMED CT route for a canonical route ("PO") or one as written ("by mouth", "subq"); None when unknown."""
     if not route:
         return None
-    return _ROUTES.get(route.strip().lower().rstrip("."))
+    canonical = route.strip().upper()
+    if canonical not in _ROUTES:
+        canonical = parse_sig(route).route or ""
+    return _ROUTES.get(canonical)
 
 
 _INTERPRETATIONS = {

@@ -768,3 +768,17 @@ def test_majority_wins_when_documents_disagree_and_patient_needs_review() -> Non
 
     (agreeing,) = parsed(assemble([discharge_summary(), lab_report()]), "Patient")
     assert ("urn:medrec:review", "requires-review") not in tags(agreeing)
+
+
+@pytest.mark.parametrize("route, code", [("PO", "26643006"), ("by mouth", "26643006"), ("subq", "34206005"),
+                                         ("INH", "447694001"), ("SQ", "34206005")])
+def test_route_as_written_or_canonical_gets_its_snomed_code(route: str, code: str) -> None:
+    from pipeline.assemble.vocabulary import route_concept
+
+    assert route_concept(route).code == code
+
+
+def test_unknown_route_has_no_code() -> None:
+    from pipeline.assemble.vocabulary import route_concept
+
+    assert route_concept("intrathecal pump") is None
