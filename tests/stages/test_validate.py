@@ -7,10 +7,18 @@ from importlib import resources
 
 import pytest
 
-from pipeline.records import Entity
+from pipeline.records import Entity, FieldScore
 from pipeline.schemas import page_rows_to_table
 from pipeline.config import ValidateConfig
-from pipeline.stages.validate import ValidateStage, loinc_check_digit_ok
+from pipeline.stages.validate import (
+    RuleEngine,
+    ValidateStage,
+    load_rules,
+    loinc_check_digit_ok,
+    luhn_ok,
+    nhs_number_ok,
+    review_rows,
+)
 from pipeline.synth.catalogue import LABS
 from terminology_index import ICD10CM, LOINC, RXNORM
 
@@ -156,17 +164,12 @@ def test_min_confidence_out_of_bounds_is_rejected() -> None:
 
 # The rules file: every rule fires on a bad value and stays quiet on a good one ------------
 
-from pipeline.records import FieldScore  # noqa: E402
-from pipeline.stages.validate import RuleEngine, load_rules, luhn_ok, nhs_number_ok, review_rows  # noqa: E402
-
 RULES = load_rules()
 ENTITY_CHECKS = ("range", "not_future", "min_year", "code_format", "check_digit")
 
 
-def entity_for(rule, bad: bool) -> Entity:
+def entity_for(make_entity, rule, bad: bool) -> Entity:
     """An entity the rule judges, with a value that breaks it (`bad`) or keeps it."""
-    from tests.stages.conftest import make_entity
-
     kind = "lab" if rule.kind == "*" else rule.kind
     where = rule.where
     fields: dict = {"attribute": where.attribute, "unit": where.unit}
@@ -191,11 +194,11 @@ def entity_for(rule, bad: bool) -> Entity:
 
 
 @pytest.mark.parametrize("rule", [r for r in RULES if r.check in ENTITY_CHECKS], ids=lambda r: r.id)
-def test_each_entity_rule_fires_and_does_not_fire(make_page_row, rule) -> None:
+def test_each_entity_rule_fires_and_does_not_fire(make_entity, make_page_row, rule) -> None:
     enable = {} if rule.enabled else {"enable_rules": {"fac-1": [rule.id]}}
 
-    bad = validated(make_page_row, entity_for(rule, bad=True), **enable)
-    good = validated(make_page_row, entity_for(rule, bad=False), **enable)
+    bad = validated(make_page_row, entity_for(make_entity, rule, bad=True), **enable)
+    good = validated(make_page_row, entity_for(make_entity, rule, bad=False), **enable)
 
     (bad_entity,), (good_entity,) = bad.values(), good.values()
     assert rule.flag in bad_entity.flags
@@ -204,8 +207,8 @@ def test_each_entity_rule_fires_and_does_not_fire(make_page_row, rule) -> None:
 
 
 @pytest.mark.parametrize("rule", [r for r in RULES if not r.enabled], ids=lambda r: r.id)
-def test_rules_shipped_off_run_only_for_the_facilities_that_enable_them(make_page_row, rule) -> None:
-    bad = entity_for(rule, bad=True)
+def test_rules_shipped_off_run_only_for_the_facilities_that_enable_them(make_entity, make_page_row, rule) -> None:
+    bad = entity_for(make_entity, rule, bad=True)
 
     off = validated(make_page_row, bad)
     elsewhere = validated(make_page_row, bad, enable_rules={"fac-2": [rule.id]})
@@ -301,3 +304,9 @@ def test_low_confidence_fields_and_review_rows_worst_first(make_entity, make_pag
     assert warfarin_row["field"] == "dose" and "dose-warfarin: Warfarin dose outside" in warfarin_row["reason"]
     assert warfarin_row["priority"] > gout_row["priority"] > 0
     assert review_rows(make_entity("diagnosis", "Asthma"), by_id, 0.75) == []
+
+
+def test_every_check_in_the_rules_file_has_a_fire_and_no_fire_test() -> None:
+    # Entity checks run through the parametrized test above; the document checks have their own tests:
+    # discharge-before-admission, encounter-before-birth and duplicates-across-pages.
+    assert {rule.check for rule in RULES} <= set(ENTITY_CHECKS) | {"date_order", "date_after_birth", "duplicate"}
