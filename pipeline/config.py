@@ -176,9 +176,12 @@ class CodeConfig(_Strict):
 
 
 class ValidateConfig(_Strict):
-    min_confidence: float = Field(0.75, ge=0, le=1)
-    earliest_birth_year: int = Field(1900, ge=1800)
-    today: str | None = None
+    min_confidence: float = Field(0.75, ge=0, le=1)  # fields under it go to the review queue
+    earliest_birth_year: int = Field(1900, ge=1800)  # older birth dates are misreads
+    today: str | None = None  # ISO date the run treats as today; None: the real date
+    rules_path: str | None = None  # a site's rules file; None: the packaged validation_rules.yaml
+    # facility id -> ids of rules shipped disabled (check digits) that run for it
+    enable_rules: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("today")
     @classmethod

@@ -21,7 +21,7 @@ from pipeline.stages.extract import LexiconExtractStage
 from pipeline.stages.extract_llm import LlmExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
-from pipeline.stages.validate import ValidateStage, ValidationConfig
+from pipeline.stages.validate import ValidateStage
 
 
 def staged_ocr_dirs(ocr: OcrConfig) -> OcrModelDirs | None:
@@ -71,7 +71,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
         *llm_extract_factories(cfg, coder),
         coder,
-        partial(ValidateStage, config=ValidationConfig(**cfg.validate_rules.model_dump()), resources=pool(res.validate_pool)),
+        partial(ValidateStage, config=cfg.validate_rules, resources=pool(res.validate_pool)),
     ]
 
 

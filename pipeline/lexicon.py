@@ -10,139 +10,145 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
 
+from pipeline.assertion import assertion_of, relationship_of
+from pipeline.dates import iso_date
 from pipeline.layout import Row
-from pipeline.records import Entity, OcrLine
+from pipeline.records import Entity, FieldScore, OcrLine
+from pipeline.sig import parse_sig
 from pipeline.terminology import normalise_term
+from pipeline.units import normalise_unit, ucum_code
 
-# Section headers as charts write them -> (canonical section, what its items are).
-SECTIONS: dict[str, tuple[str, str]] = {
-    "history of present illness": ("history of present illness", "narrative"),
-    "hpi": ("history of present illness", "narrative"),
-    "subjective": ("subjective", "narrative"),
-    "chief complaint": ("chief complaint", "narrative"),
-    "review of systems": ("review of systems", "narrative"),
-    "past medical history": ("past medical history", "diagnoses"),
-    "pmh": ("past medical history", "diagnoses"),
-    "medical history": ("medical history", "checklist"),
-    "problem list": ("problem list", "diagnoses"),
-    "assessment": ("assessment", "diagnoses"),
-    "assessment and plan": ("assessment", "diagnoses"),
-    "diagnoses": ("diagnoses", "diagnoses"),
-    "discharge diagnoses": ("discharge diagnoses", "diagnoses"),
-    "discharge diagnosis": ("discharge diagnoses", "diagnoses"),
-    "admission diagnoses": ("admission diagnoses", "diagnoses"),
-    "medications": ("medications", "medications"),
-    "home medications": ("home medications", "medications"),
-    "current medications": ("home medications", "medications"),
-    "discharge medications": ("discharge medications", "medications"),
-    "plan": ("plan", "medications"),
-    "rx": ("prescription", "medications"),
-    "allergies": ("allergies", "allergies"),
-    "vital signs": ("vital signs", "vitals"),
-    "vitals": ("vital signs", "vitals"),
-    "procedures": ("procedures", "procedures"),
-    "family history": ("family history", "family"),
-    "social history": ("social history", "narrative"),
+# Section headers as charts write them (names, abbreviations, variants) -> (canonical
+# section, what its items are).
+_SECTION_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("history of present illness", "narrative"): ("history of present illness", "hpi", "present illness",
+                                                  "history of presenting complaint", "hpc", "interval history"),
+    ("subjective", "narrative"): ("subjective",),
+    ("chief complaint", "narrative"): ("chief complaint", "cc", "reason for visit", "reason for referral"),
+    ("review of systems", "narrative"): ("review of systems", "ros"),
+    ("past medical history", "diagnoses"): ("past medical history", "pmh", "pmhx", "past history",
+                                            "past medical hx", "medical hx"),
+    ("medical history", "checklist"): ("medical history",),
+    ("past surgical history", "procedures"): ("past surgical history", "psh", "pshx", "surgical history",
+                                              "surgeries"),
+    ("problem list", "diagnoses"): ("problem list", "problems", "active problems"),
+    ("assessment", "diagnoses"): ("assessment", "assessment and plan", "assessment & plan", "assessment/plan",
+                                  "a/p", "a&p", "impression", "clinical impression"),
+    ("diagnoses", "diagnoses"): ("diagnoses", "diagnosis", "dx"),
+    ("discharge diagnoses", "diagnoses"): ("discharge diagnoses", "discharge diagnosis", "final diagnoses",
+                                           "final diagnosis"),
+    ("admission diagnoses", "diagnoses"): ("admission diagnoses", "admission diagnosis", "admitting diagnosis"),
+    ("medications", "medications"): ("medications", "meds", "medication list", "medication"),
+    ("home medications", "medications"): ("home medications", "home meds", "current medications", "current meds",
+                                          "admission medications", "medications on admission",
+                                          "outpatient medications"),
+    ("discharge medications", "medications"): ("discharge medications", "discharge meds",
+                                               "medications on discharge", "discharge prescriptions"),
+    ("plan", "medications"): ("plan",),
+    ("prescription", "medications"): ("rx", "prescription", "prescriptions"),
+    ("allergies", "allergies"): ("allergies", "allergy", "drug allergies", "allergies/adverse reactions",
+                                 "adverse reactions", "allergies and adverse reactions"),
+    ("vital signs", "vitals"): ("vital signs", "vitals", "vs"),
+    ("laboratory results", "labs"): ("labs", "laboratory", "laboratory results", "lab results", "results",
+                                     "laboratory data", "pertinent labs"),
+    ("procedures", "procedures"): ("procedures", "procedures performed", "operations"),
+    ("family history", "family"): ("family history", "fhx", "fh", "family hx"),
+    ("social history", "narrative"): ("social history", "shx", "sh", "social hx"),
+    ("hospital course", "narrative"): ("hospital course", "brief hospital course"),
 }
+SECTIONS: dict[str, tuple[str, str]] = {name: section for section, names in _SECTION_NAMES.items() for name in names}
+# A document type's sections whose items have no heading of their own (a prescription's
+# lines, a lab report's table).
+DEFAULT_ROLE = {"prescription": ("prescription", "medications"), "lab_report": ("laboratory results", "labs")}
+# Medication lists that report what the patient already takes, as opposed to what is prescribed here.
+REPORTED_MEDICATION_SECTIONS = frozenset({"home medications", "medications"})
+_STOPPED = re.compile(r"\b(?:stopped|discontinued|d/c'?d|held|on hold|hold)\b", re.I)
 
 # OCR drops spaces between words of headings ("FAMILYHISTORY"): match them compacted too.
 _SECTIONS_COMPACT = {name.replace(" ", ""): value for name, value in SECTIONS.items()}
-_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&]+?)\s*(?:\(.*\))?\s*:\s*(.*)$")
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&]+?)\s*(?:\(.*\))?\s*[:\-]\s*(.*)$")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
-_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b|\b(\d{4})-(\d{2})-(\d{2})\b")
 _NUMBER = r"\d+(?:\.\d+)?"
 
-NEGATION_TRIGGERS = ("no ", "denies ", "denied ", "negative for ", "without ", "not ", "ruled out ", "no known ")
-HISTORY_TRIGGERS = ("history of ", "h/o ", "prior ", "previous ")
-HYPOTHETICAL_TRIGGERS = ("rule out ", "r/o ", "possible ", "suspected ", "if ")
 NON_DRUG_ALLERGENS = {"latex", "peanuts", "peanut", "shellfish", "eggs", "egg", "bee stings", "iodine", "contrast",
                       "tree nuts", "milk", "soy", "wheat", "fish", "adhesive tape"}
-FAMILY_WORDS = ("mother", "father", "sister", "brother", "grandmother", "grandfather", "aunt", "uncle", "family")
-
-UCUM_UNITS = {
-    "mmhg": "mm[Hg]", "bpm": "/min", "/min": "/min", "breaths/min": "/min", "c": "Cel", "°c": "Cel",
-    "f": "[degF]", "°f": "[degF]", "%": "%", "kg": "kg", "lb": "[lb_av]", "lbs": "[lb_av]", "cm": "cm",
-    "in": "[in_i]", "mg/dl": "mg/dL", "mmol/l": "mmol/L", "g/dl": "g/dL", "u/l": "U/L", "iu/l": "[IU]/L",
-    "k/ul": "10*3/uL", "x10^3/ul": "10*3/uL", "10^3/ul": "10*3/uL", "miu/l": "m[IU]/L", "uiu/ml": "u[IU]/mL",
-    "ng/ml": "ng/mL", "pg/ml": "pg/mL", "meq/l": "meq/L", "mg": "mg", "mcg": "ug", "g": "g", "ml": "mL",
-    "units": "[iU]", "unit": "[iU]", "ml/min/1.73m2": "mL/min/{1.73_m2}", "kg/m2": "kg/m2",
-}
-
-FREQUENCIES = {
-    "daily": "QD", "once daily": "QD", "qd": "QD", "every day": "QD", "bid": "BID", "twice daily": "BID",
-    "twice a day": "BID", "tid": "TID", "three times daily": "TID", "qid": "QID", "four times daily": "QID",
-    "qhs": "QHS", "at bedtime": "QHS", "nightly": "QHS", "qod": "QOD", "every other day": "QOD",
-    "q4h": "Q4H", "q6h": "Q6H", "q8h": "Q8H", "q12h": "Q12H", "weekly": "QWK", "prn": "PRN", "as needed": "PRN",
-}
-ROUTES = {"po": "PO", "by mouth": "PO", "oral": "PO", "iv": "IV", "im": "IM", "sc": "SC", "sq": "SC",
-          "subcut": "SC", "sl": "SL", "inhaled": "INH", "topical": "TOP", "pr": "PR"}
+_SEVERITY = re.compile(r"\b(mild|moderate|severe|life[- ]threatening)\b", re.I)
+_DIAGNOSIS_STATUS = re.compile(r"\s*[(\[,-]?\s*\b(resolved|in remission|remote|inactive|active|chronic|controlled|"
+                               r"stable)\b\s*[)\]]?\s*$", re.I)
+# Words before a listed diagnosis that change what it asserts ("h/o stroke", "r/o PE").
+_LEADING_TRIGGER = re.compile(r"^(?P<trigger>(?:history of|hx of|h/o|s/p|status post|no|denies|rule out|r/o|possible|"
+                              r"suspected|probable|family history of|planned|scheduled for)\s+)", re.I)
 
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse)\s*:?\s*({_NUMBER})\s*(bpm|/min)?", re.I)),
+    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse)\s*:?\s*({_NUMBER})\s*(bpm|/min|beats/min)?", re.I)),
     ("respiratory rate", re.compile(rf"\b(?:RR|resp(?:iratory)? rate|resp)\s*:?\s*({_NUMBER})\s*(/min|breaths/min)?", re.I)),
-    ("temperature", re.compile(rf"\b(?:temp(?:erature)?|T)\s*:?\s*({_NUMBER})\s*(°?[CF])\b", re.I)),
-    ("spo2", re.compile(rf"\b(?:SpO2|O2 sat|oxygen saturation|sat)\s*:?\s*({_NUMBER})\s*(%)?", re.I)),
+    ("temperature", re.compile(rf"\b(?:temp(?:erature)?|T)\s*:?\s*({_NUMBER})\s*(°?\s?[CF])\b", re.I)),
+    ("spo2", re.compile(rf"\b(?:SpO2|O2 sat|oxygen saturation|sat|SaO2)\s*:?\s*({_NUMBER})\s*(%)?", re.I)),
     ("weight", re.compile(rf"\b(?:weight|wt)\s*:?\s*({_NUMBER})\s*(kg|lbs?)\b", re.I)),
     ("height", re.compile(rf"\b(?:height|ht)\s*:?\s*({_NUMBER})\s*(cm|in)\b", re.I)),
     ("bmi", re.compile(rf"\bBMI\s*:?\s*({_NUMBER})\s*(kg/m2)?", re.I)),
 )
 _BLOOD_PRESSURE = re.compile(r"\b(?:BP|blood pressure)\s*:?\s*(\d{2,3})\s*/\s*(\d{2,3})\s*(mm ?hg)?", re.I)
 _DEFAULT_VITAL_UNITS = {"pulse": "/min", "respiratory rate": "/min", "spo2": "%", "bmi": "kg/m2"}
+_REFERENCE = rf"(?:[<>≤≥]=?\s*{_NUMBER}|{_NUMBER}\s*(?:-|–|to)\s*{_NUMBER})"
 _LAB_ROW = re.compile(
     rf"^(?P<name>[A-Za-z][A-Za-z0-9 ,()/.-]*?)\s{{2,}}(?P<value>[<>]?{_NUMBER})\s{{2,}}(?P<unit>\S+)"
-    rf"(?:\s{{2,}}(?P<low>{_NUMBER})\s*-\s*(?P<high>{_NUMBER}))?(?:\s{{2,}}(?P<flag>HH|LL|H|L|A|N))?\s*$"
+    rf"(?:\s{{2,}}(?P<reference>{_REFERENCE}))?(?:\s+(?P<flag>HH|LL|H|L|A|N|High|Low|Abnormal|Critical))?\s*$"
 )
+_RANGE = re.compile(rf"^(?P<low>{_NUMBER})\s*(?:-|–|to)\s*(?P<high>{_NUMBER})$")
+_BOUND = re.compile(rf"^(?P<op>[<>≤≥])=?\s*(?P<value>{_NUMBER})$")
+_FLAG_WORDS = {"HIGH": "H", "LOW": "L", "ABNORMAL": "A", "CRITICAL": "A"}
 _MEDICATION = re.compile(
-    rf"^(?P<name>[A-Za-z][A-Za-z -]*?)\s+(?P<dose>{_NUMBER})\s*(?P<unit>mg|mcg|g|mL|units?)\b"
-    r"(?:\s+(?P<form>tablets?|capsules?|tab|cap))?(?P<rest>.*)$",
+    rf"^(?P<name>[A-Za-z][A-Za-z -]*?)\s+(?P<dose>{_NUMBER})\s*(?P<unit>mg|mcg|µg|g|mL|units?|IU|mEq)\b"
+    r"(?:\s+(?P<form>tablets?|capsules?|tab|cap|inhaler|solution|patch|injection))?(?P<rest>.*)$",
     re.I,
 )
-_ALLERGY = re.compile(r"^(?P<substance>[A-Za-z][A-Za-z ,-]*?)\s*(?:[:(-]\s*(?P<reaction>[A-Za-z ,]+?)\)?)?\s*$")
-_PROCEDURE = re.compile(r"^(?P<name>.+?)(?:\s+(?:on|performed)\s+(?P<date>\S+))?\s*$", re.I)
+_MEDICATION_NO_UNIT = re.compile(rf"^(?P<name>[A-Za-z][A-Za-z -]*?)\s+(?P<dose>{_NUMBER})(?P<rest>(?:\s.*)?)$")
+_ALLERGY = re.compile(r"^(?P<substance>[A-Za-z][A-Za-z ,-]*?)\s*(?:[:(-]\s*(?P<reaction>[A-Za-z ,-]+?)\)?)?\s*$")
+_YEAR = re.compile(r"\b((?:19|20)\d{2})\b")
+_MONTH_YEAR = re.compile(r"\b(\d{1,2})/((?:19|20)\d{2})\b")
 _KEY_VALUE = re.compile(r"^\s*(?P<key>[A-Za-z][A-Za-z ]{1,24}?)\s*:\s*(?P<value>.+?)\s*$")
+_ENCOUNTER_KEYS = {"admission date": "admission_date", "admitted": "admission_date", "date of admission": "admission_date",
+                   "discharge date": "discharge_date", "discharged": "discharge_date",
+                   "date of discharge": "discharge_date", "visit date": "visit_date", "date of service": "visit_date",
+                   "dos": "visit_date", "collected": "visit_date", "date": "visit_date"}
+
+# Strength of each kind of evidence: how much a field read this way is worth before OCR
+# confidence, coding and cross-checks (pipeline.confidence) adjust it.
+# A clean scan reads at OCR confidence ~0.95-0.99, so the sure readings stay above the
+# default review threshold (0.75) and the doubtful ones fall below it.
+STRENGTH = {"exact_list_item": 0.95, "dictionary_in_text": 0.9, "pattern": 0.95, "table_row": 1.0,
+            "procedure_item": 0.9, "unknown_lab_name": 0.6, "name_only": 0.7, "unparsed_sig": 0.6,
+            "unknown_unit": 0.6, "no_unit": 0.55}
 
 
-def iso_date(text: str) -> str | None:
-    """The first date in `text` as ISO 8601, or None when there is none or it is impossible."""
-    match = _DATE.search(text)
-    if not match:
-        return None
-    try:
-        if match.group(3):
-            return date(int(match.group(3)), int(match.group(1)), int(match.group(2))).isoformat()
-        return date(int(match.group(4)), int(match.group(5)), int(match.group(6))).isoformat()
-    except ValueError:
-        return None
+def parse_reference_range(text: str | None) -> tuple[float | None, float | None, str | None]:
+    """(low, high, text as printed) of "3.5-5.0", "<200", ">60"; Nones when absent or unreadable."""
+    if not text:
+        return None, None, None
+    printed = " ".join(text.split())
+    span = _RANGE.match(printed)
+    if span:
+        return float(span["low"]), float(span["high"]), printed
+    bound = _BOUND.match(printed)
+    if bound:
+        value = float(bound["value"])
+        return (None, value, printed) if bound["op"] in "<≤" else (value, None, printed)
+    return None, None, printed
 
 
-def ucum(unit: str | None) -> str | None:
-    if not unit:
-        return None
-    return UCUM_UNITS.get(unit.strip().lower(), unit.strip())
-
-
-# A trigger's scope ends at these (ConText terminators): "no fever, with a history of HTN".
-_SCOPE_END = re.compile(r"[;.]|,\s*(?:with|but|and)\b|\b(?:but|however|although|except|aside from)\b")
-
-
-def assertion_of(text_before: str, section_role: str) -> str:
-    """NegEx/ConText-style assertion from the words before a mention (within the trigger's
-    scope, which ends at a terminator) and the section it is in."""
-    if section_role == "family":
-        return "family"
-    before = " " + _SCOPE_END.split(text_before.lower())[-1] + " "
-    if any(f" {w} " in before for w in FAMILY_WORDS):
-        return "family"
-    if any(f" {t}" in before for t in NEGATION_TRIGGERS):
-        return "negated"
-    if any(f" {t}" in before for t in HYPOTHETICAL_TRIGGERS):
-        return "hypothetical"
-    if any(f" {t}" in before for t in HISTORY_TRIGGERS):
-        return "historical"
-    return "present"
+def procedure_date(text: str) -> str | None:
+    """A procedure's date as ISO 8601 at the precision written: day, month or year."""
+    full = iso_date(text, future_years=0)
+    if full:
+        return full
+    month = _MONTH_YEAR.search(text)
+    if month and 1 <= int(month.group(1)) <= 12:
+        return f"{month.group(2)}-{int(month.group(1)):02d}"
+    year = _YEAR.search(text)
+    return year.group(1) if year else None
 
 
 @dataclass
@@ -154,6 +160,17 @@ class Lexicons:
     labs: set[str]
 
 
+@dataclass
+class _Context:
+    """Where on the page an item stands: what the extractor needs besides the words."""
+
+    document_type: str
+    section: str
+    role: str
+    row: Row
+    page: int
+
+
 class LexiconExtractor:
     """Turns the rows of one page into entity mentions (uncoded; the code stage codes them)."""
 
@@ -161,10 +178,14 @@ class LexiconExtractor:
         self.lexicons = lexicons
         self.max_ngram = max_ngram
 
-    def extract(self, document_id: str, page_index: int, rows: list[Row]) -> list[Entity]:
+    def extract(self, document_id: str, page_index: int, rows: list[Row], document_type: str = "other"
+                ) -> list[Entity]:
+        """Entities of one page; `document_type` (from the classifier) decides what unheaded
+        rows are (a prescription's lines are medications) and how lists are read."""
         entities: list[Entity] = []
-        # Before the first header (letterhead, patient banner) only fields and tables are read.
-        section, role = "", "preamble"
+        # Before the first header (letterhead, patient banner) only fields and tables are read,
+        # unless the document type says what its unheaded lines are.
+        section, role = DEFAULT_ROLE.get(document_type, ("", "preamble"))
         for row in rows:
             text = row.text.strip()
             if not text:
@@ -173,22 +194,24 @@ class LexiconExtractor:
             if header is not None:
                 (section, role), rest = header
                 if rest:
-                    entities.extend(self._section_item(row, rest, section, role, page_index))
+                    entities.extend(self._section_item(rest, _Context(document_type, section, role, row, page_index)))
                 continue
+            ctx = _Context(document_type, section, role, row, page_index)
             for line in row.lines:
-                entities.extend(self._key_values(line, page_index, section))
-            entities.extend(self._vitals(row, page_index, section))
-            lab = self._lab_row(row, page_index, section)
+                entities.extend(self._key_values(line, ctx))
+            entities.extend(self._vitals(ctx))
+            lab = self._lab_row(ctx)
             if lab:
                 entities.append(lab)
                 continue
-            entities.extend(self._section_item(row, text, section, role, page_index))
+            entities.extend(self._section_item(text, ctx))
         seen: Counter[str] = Counter()
         for entity in entities:
-            entity.entity_id = _entity_id(document_id, entity)
+            entity.entity_id = deterministic_entity_id(document_id, entity)
             seen[entity.entity_id] += 1
             if seen[entity.entity_id] > 1:  # the same words twice on one row stay two mentions
                 entity.entity_id = f"{entity.entity_id}-{seen[entity.entity_id]}"
+            entity.confidence = min((f.confidence for f in entity.fields), default=entity.confidence)
         return entities
 
     # Sections ----------------------------------------------------------------------------
@@ -209,165 +232,263 @@ class LexiconExtractor:
         section = _SECTIONS_COMPACT.get(normalise_term(name).replace(" ", ""))
         return (section, rest.strip()) if section else None
 
-    def _section_item(self, row: Row, text: str, section: str, role: str, page: int) -> list[Entity]:
+    def _section_item(self, text: str, ctx: _Context) -> list[Entity]:
         item = _BULLET.sub("", text).strip().rstrip(".")
         if not item:
             return []
-        if role not in ("medications", "allergies"):
+        if ctx.role not in ("medications", "allergies"):
             # A known drug with a dose is a medication wherever it stands (a misread "Rx:"
             # heading, a plan written as prose).
-            medication = self._medication(item, section, row, page, strict=True)
+            medication = self._medication(item, ctx, strict=True)
             if medication:
                 return [medication]
-        if role == "diagnoses":
-            return [self._entity("diagnosis", item, section, assertion_of("", role), row, page, strength=0.9)]
-        if role == "medications":
-            medication = self._medication(item, section, row, page)
+        if ctx.role == "diagnoses":
+            return self._listed_diagnosis(item, ctx)
+        if ctx.role == "medications":
+            medication = self._medication(item, ctx)
             return [medication] if medication else []
-        if role == "allergies":
-            return self._allergy(item, section, row, page)
-        if role == "procedures":
-            match = _PROCEDURE.match(item)
-            if match and match.group("name"):
-                entity = self._entity("procedure", match.group("name"), section, "present", row, page, strength=0.8)
-                entity.value = iso_date(match.group("date") or "")
-                return [entity]
-            return []
-        if role in ("narrative", "family"):
-            return self._spot_diagnoses(item, section, role, row, page)
-        return []  # check-box lists need the check-box reader (not in this backend yet)
+        if ctx.role == "allergies":
+            return self._allergy(item, ctx)
+        if ctx.role == "procedures":
+            return self._procedure(item, ctx)
+        if ctx.role in ("narrative", "family"):
+            return self._spot_diagnoses(item, ctx)
+        return []  # check-box lists are read from the image by the layout's check-box reader
 
     # Patterns ----------------------------------------------------------------------------
 
-    def _key_values(self, line: OcrLine, page: int, section: str) -> list[Entity]:
+    def _key_values(self, line: OcrLine, ctx: _Context) -> list[Entity]:
         match = _KEY_VALUE.match(line.text)
         if not match:
             return []
         key, value = normalise_term(match.group("key")), match.group("value").strip()
-        row = Row([line])
+        ctx = replace(ctx, row=Row([line]))
         if not value.strip(" ,.;:"):  # a label with nothing after it ("MRN: ")
             return []
         if key in ("patient", "name", "patient name"):
             if "," in value:
                 family, given = (part.strip() for part in value.split(",", 1))
                 value = f"{given} {family}".strip()
-            return [self._demographic("name", value, row, page, section)]
-        if key in ("mrn", "medical record number", "mrn no"):
-            return [self._demographic("mrn", value.split()[0], row, page, section)]
-        if key in ("dob", "date of birth", "birth date"):
-            iso = iso_date(value)
-            return [self._demographic("birth_date", iso, row, page, section)] if iso else []
+            return [self._demographic("name", value, ctx)]
+        if key in ("mrn", "medical record number", "mrn no", "nhs number", "nhs no"):
+            attribute = "nhs_number" if key.startswith("nhs") else "mrn"
+            number = value.replace(" ", "") if attribute == "nhs_number" else value.split()[0]
+            return [self._demographic(attribute, number, ctx)]
+        if key in ("dob", "date of birth", "birth date", "d o b"):
+            iso = iso_date(value, future_years=0)  # "03/02/56" is 1956, never 2056
+            return [self._demographic("birth_date", iso, ctx)] if iso else []
         if key in ("sex", "gender"):
             sex = {"f": "female", "female": "female", "m": "male", "male": "male"}.get(value.lower(), "unknown")
-            return [self._demographic("sex", sex, row, page, section)]
+            return [self._demographic("sex", sex, ctx)]
         if key == "address":
-            return [self._demographic("address", value, row, page, section)]
-        if key in ("phone", "telephone"):
-            return [self._demographic("phone", value, row, page, section)]
-        encounter_keys = {"admission date": "admission_date", "discharge date": "discharge_date",
-                          "visit date": "visit_date", "date of service": "visit_date", "collected": "visit_date",
-                          "date": "visit_date"}
-        if key in encounter_keys:
+            return [self._demographic("address", value, ctx)]
+        if key in ("phone", "telephone", "tel"):
+            return [self._demographic("phone", value, ctx)]
+        if key in _ENCOUNTER_KEYS:
             iso = iso_date(value)
             if iso:
-                entity = self._entity("encounter", value, section, "present", row, page, strength=0.9)
-                entity.attribute, entity.value = encounter_keys[key], iso
+                entity = self._entity("encounter", value, ctx, "present")
+                entity.attribute, entity.value = _ENCOUNTER_KEYS[key], iso
+                _score(entity, entity.attribute, iso, STRENGTH["pattern"])
                 return [entity]
         return []
 
-    def _demographic(self, attribute: str, value: str, row: Row, page: int, section: str) -> Entity:
-        entity = self._entity("demographic", value, section, "present", row, page, strength=0.95)
+    def _demographic(self, attribute: str, value: str, ctx: _Context) -> Entity:
+        entity = self._entity("demographic", value, ctx, "present")
         entity.attribute, entity.value = attribute, value
+        _score(entity, attribute, value, STRENGTH["pattern"])
         return entity
 
-    def _vitals(self, row: Row, page: int, section: str) -> list[Entity]:
+    def _vitals(self, ctx: _Context) -> list[Entity]:
         found = []
-        for line in row.lines:
-            single = Row([line])
+        for line in ctx.row.lines:
+            single = replace(ctx, row=Row([line]))
             bp = _BLOOD_PRESSURE.search(line.text)
             if bp:
                 for name, value in (("systolic", bp.group(1)), ("diastolic", bp.group(2))):
-                    found.append(self._vital(name, bp.group(0), float(value), "mm[Hg]", single, page, section))
+                    found.append(self._vital(name, bp.group(0), float(value), "mmHg", single))
             for name, pattern in _VITAL_PATTERNS:
                 match = pattern.search(line.text)
                 if match and not (name == "pulse" and bp and match.start() < bp.end()):
-                    unit = ucum(match.group(2)) or _DEFAULT_VITAL_UNITS.get(name)
-                    found.append(self._vital(name, match.group(0), float(match.group(1)), unit, single, page, section))
+                    unit = (match.group(2) or "").replace(" ", "") or _DEFAULT_VITAL_UNITS.get(name)
+                    found.append(self._vital(name, match.group(0), float(match.group(1)), unit, single))
         return found
 
-    def _vital(self, name: str, text: str, value: float, unit: str | None, row: Row, page: int, section: str) -> Entity:
-        entity = self._entity("vital", text.strip(), section, "present", row, page, strength=0.95)
-        entity.attribute, entity.value, entity.value_num, entity.unit = name, f"{value:g}", value, unit
+    def _vital(self, name: str, text: str, value: float, unit: str | None, ctx: _Context) -> Entity:
+        entity = self._entity("vital", text.strip(), ctx, "present")
+        entity.attribute, entity.value, entity.value_num, entity.unit = name, f"{value:g}", value, normalise_unit(unit)
+        _score(entity, "value", entity.value, STRENGTH["pattern"])
+        _score(entity, "unit", entity.unit, STRENGTH["pattern"] if ucum_code(unit) else STRENGTH["unknown_unit"])
         return entity
 
-    def _lab_row(self, row: Row, page: int, section: str) -> Entity | None:
-        match = _LAB_ROW.match(row.text)
-        if not match or normalise_term(match.group("name")) not in self.lexicons.labs:
+    def _lab_row(self, ctx: _Context) -> Entity | None:
+        match = _LAB_ROW.match(ctx.row.text)
+        if not match:
             return None
-        entity = self._entity("lab", match.group("name").strip(), section or "results", "present", row, page, strength=1.0)
+        known = normalise_term(match.group("name")) in self.lexicons.labs
+        # In a lab report a table row is a result even when its test name is not in the
+        # dictionary; elsewhere an unknown name is too likely to be something else.
+        if not known and ctx.role != "labs":
+            return None
+        entity = self._entity("lab", match.group("name").strip(), replace(ctx, section=ctx.section or "results"),
+                              "present")
         value = match.group("value")
-        entity.value, entity.unit = value, ucum(match.group("unit"))
+        entity.value, entity.unit = value, normalise_unit(match.group("unit"))
         entity.value_num = float(value.lstrip("<>"))
-        if match.group("low"):
-            entity.reference_low, entity.reference_high = float(match.group("low")), float(match.group("high"))
-        entity.interpretation = match.group("flag") or self._interpret(entity)
+        entity.reference_low, entity.reference_high, entity.reference_text = parse_reference_range(
+            match.group("reference"))
+        flag = match.group("flag")
+        entity.interpretation = _FLAG_WORDS.get(flag.upper(), flag.upper()) if flag else self._interpret(entity)
+        _score(entity, "name", entity.text, STRENGTH["table_row"] if known else STRENGTH["unknown_lab_name"])
+        _score(entity, "value", value, STRENGTH["table_row"])
+        _score(entity, "unit", entity.unit, STRENGTH["table_row"] if ucum_code(match.group("unit"))
+               else STRENGTH["unknown_unit"])
+        if entity.reference_text:
+            _score(entity, "reference_range", entity.reference_text, STRENGTH["table_row"])
         return entity
 
     @staticmethod
     def _interpret(entity: Entity) -> str | None:
-        if entity.reference_low is None or entity.value_num is None:
+        if entity.value_num is None or (entity.reference_low is None and entity.reference_high is None):
             return None
-        if entity.value_num > entity.reference_high:
+        if entity.reference_high is not None and entity.value_num > entity.reference_high:
             return "H"
-        return "L" if entity.value_num < entity.reference_low else "N"
+        if entity.reference_low is not None and entity.value_num < entity.reference_low:
+            return "L"
+        return "N"
 
-    def _medication(self, item: str, section: str, row: Row, page: int, strict: bool = False) -> Entity | None:
+    def _medication(self, item: str, ctx: _Context, strict: bool = False) -> Entity | None:
         """A medication mention; with `strict`, only a known drug followed by a dose."""
         match = _MEDICATION.match(item)
+        unitless = None if match else _MEDICATION_NO_UNIT.match(item)
         if strict and not match:
             return None
-        name = match.group("name") if match else item
+        name = (match or unitless).group("name") if (match or unitless) else item
         drug = self._longest_known_prefix(name, self.lexicons.medications)
         if drug is None:
             return None
-        entity = self._entity("medication", name.strip() if match else drug, section, "present", row, page,
-                              strength=1.0 if match else 0.7)
+        assertion = assertion_of(item[:item.lower().find(drug.lower())], ctx.role)
+        entity = self._entity("medication", name.strip() if (match or unitless) else drug, ctx, assertion)
         entity.attribute = drug  # the recognised drug name: what the code stage looks up
+        entity.status = self._medication_status(item, ctx)
+        _score(entity, "name", drug, STRENGTH["pattern"] if (match or unitless) else STRENGTH["name_only"])
         if match:
             entity.text = f"{name.strip()} {match.group('dose')} {match.group('unit')}"
             entity.dose_value, entity.dose_unit = float(match.group("dose")), match.group("unit").lower()
             entity.value = (match.group("form") or "").lower() or None
-            rest = " " + match.group("rest").lower() + " "
-            entity.route = next((code for word, code in ROUTES.items() if f" {word} " in rest), None)
-            entity.frequency = next(
-                (code for word, code in sorted(FREQUENCIES.items(), key=lambda kv: -len(kv[0])) if f" {word} " in rest),
-                None,
-            )
+            _score(entity, "dose", f"{entity.dose_value:g} {entity.dose_unit}", STRENGTH["pattern"])
+            self._apply_sig(entity, match.group("rest"))
+        elif unitless:
+            # "Metformin 500 BID": a number without a unit is a dose nobody can be sure of.
+            entity.dose_value = float(unitless.group("dose"))
+            _score(entity, "dose", unitless.group("dose"), STRENGTH["no_unit"])
+            self._apply_sig(entity, unitless.group("rest"))
         return entity
 
-    def _allergy(self, item: str, section: str, row: Row, page: int) -> list[Entity]:
+    @staticmethod
+    def _apply_sig(entity: Entity, instruction: str) -> None:
+        sig = parse_sig(instruction)
+        entity.route, entity.frequency = sig.route, sig.frequency_code
+        if sig.timing:
+            entity.timing_frequency, entity.timing_period = sig.timing.frequency, sig.timing.period
+            entity.timing_period_max, entity.timing_period_unit = sig.timing.period_max, sig.timing.period_unit
+            entity.timing_when = sig.timing.when
+        entity.as_needed, entity.as_needed_for = sig.as_needed, sig.as_needed_for
+        entity.duration_value, entity.duration_unit = sig.duration_value, sig.duration_unit
+        # Words of the sig nobody understood lower the timing's confidence: they may change it.
+        strength = STRENGTH["unparsed_sig"] if sig.unparsed else STRENGTH["pattern"]
+        if entity.frequency or sig.unparsed:
+            _score(entity, "frequency", entity.frequency, strength)
+        if entity.route:
+            _score(entity, "route", entity.route, STRENGTH["pattern"])
+        if sig.duration_value is not None:
+            _score(entity, "duration", f"{sig.duration_value:g} {sig.duration_unit}", STRENGTH["pattern"])
+
+    @staticmethod
+    def _medication_status(item: str, ctx: _Context) -> str:
+        """stopped when the line says so; reported for a list of what the patient takes;
+        active for what this document prescribes (discharge list, prescription, plan)."""
+        if _STOPPED.search(item):
+            return "stopped"
+        if ctx.section in REPORTED_MEDICATION_SECTIONS and ctx.document_type != "prescription":
+            return "reported"
+        return "active"
+
+    def _allergy(self, item: str, ctx: _Context) -> list[Entity]:
         lowered = item.lower()
-        if lowered in ("nkda", "none", "no known allergies", "no known drug allergies"):
-            return [self._entity("allergy", item, section, "negated", row, page, strength=1.0)]
-        match = _ALLERGY.match(item)
+        if lowered in ("nkda", "nka", "none", "no known allergies", "no known drug allergies"):
+            entity = self._entity("allergy", item, ctx, "negated")
+            _score(entity, "substance", item, STRENGTH["pattern"])
+            return [entity]
+        severity = _SEVERITY.search(item)
+        cleaned = _SEVERITY.sub("", item).replace("()", "").strip(" ,;-") if severity else item
+        match = _ALLERGY.match(cleaned)
         substance = normalise_term(match.group("substance")) if match else ""
         known = substance in self.lexicons.medications or substance in NON_DRUG_ALLERGENS
         if not known:
             return []
-        entity = self._entity("allergy", match.group("substance").strip(), section, "present", row, page, strength=0.9)
-        entity.value = (match.group("reaction") or "").strip() or None
+        entity = self._entity("allergy", match.group("substance").strip(), ctx, "present")
+        entity.value = (match.group("reaction") or "").strip(" ,-") or None
+        entity.severity = severity.group(1).lower().replace("life threatening", "severe").replace(
+            "life-threatening", "severe") if severity else None
+        _score(entity, "substance", entity.text, STRENGTH["exact_list_item"])
+        if entity.value:
+            _score(entity, "reaction", entity.value, STRENGTH["pattern"])
+        if entity.severity:
+            _score(entity, "severity", entity.severity, STRENGTH["pattern"])
         return [entity]
 
-    def _spot_diagnoses(self, item: str, section: str, role: str, row: Row, page: int) -> list[Entity]:
-        """Longest dictionary matches in free text, each with its NegEx-style assertion."""
+    def _listed_diagnosis(self, item: str, ctx: _Context) -> list[Entity]:
+        """A diagnosis-list item: its status ("resolved"), and a leading trigger ("h/o")."""
+        status_match = _DIAGNOSIS_STATUS.search(item)
+        name = item[:status_match.start()].strip() if status_match and status_match.start() > 0 else item
+        trigger = _LEADING_TRIGGER.match(name)
+        prefix = trigger.group("trigger") if trigger else ""
+        name = name[len(prefix):].strip()
+        assertion = assertion_of(prefix, ctx.role)
+        entity = self._entity("diagnosis", name, ctx, assertion)
+        stated = status_match.group(1).lower() if status_match and status_match.start() > 0 else None
+        entity.status = _diagnosis_status(assertion, stated)
+        if assertion == "family":
+            entity.relationship = relationship_of(item)[0]
+        _score(entity, "text", name, STRENGTH["exact_list_item"])
+        _score(entity, "assertion", assertion, STRENGTH["pattern"])
+        return [entity]
+
+    def _procedure(self, item: str, ctx: _Context) -> list[Entity]:
+        when = procedure_date(item)
+        name = re.split(r"\s+(?:on|performed|in)\s+|\s*[(,]\s*|\s+-\s+|\s+\d", item, maxsplit=1)[0].strip()
+        trigger = _LEADING_TRIGGER.match(name)
+        prefix = trigger.group("trigger") if trigger else ""
+        name = name[len(prefix):]
+        if not name or not re.search(r"[A-Za-z]{3}", name):
+            return []
+        entity = self._entity("procedure", name, ctx, assertion_of(prefix, ctx.role))
+        entity.value = when
+        _score(entity, "text", name, STRENGTH["procedure_item"])
+        if when:
+            _score(entity, "date", when, STRENGTH["pattern"])
+        return [entity]
+
+    def _spot_diagnoses(self, item: str, ctx: _Context) -> list[Entity]:
+        """Longest dictionary matches in free text, each with its ConText assertion."""
         words = item.split()
         found, i = [], 0
         while i < len(words):
             for n in range(min(self.max_ngram, len(words) - i), 0, -1):
                 phrase = " ".join(words[i:i + n]).strip(".,;:")
                 if len(phrase) > 3 and normalise_term(phrase) in self.lexicons.diagnoses:
-                    assertion = assertion_of(" ".join(words[:i]), role)
-                    found.append(self._entity("diagnosis", phrase, section, assertion, row, page, strength=0.8))
+                    before, after = " ".join(words[:i]), " ".join(words[i + n:])
+                    if words[i + n - 1][-1:] in ".;:":
+                        after = "."  # the mention ends its clause: nothing after it is in scope
+                    assertion = assertion_of(before, ctx.role, after)
+                    entity = self._entity("diagnosis", phrase, ctx, assertion)
+                    entity.status = _diagnosis_status(assertion, None)
+                    if assertion == "family":
+                        entity.relationship = relationship_of(f"{before} {after}")[0]
+                    _score(entity, "text", phrase, STRENGTH["dictionary_in_text"])
+                    _score(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
+                    found.append(entity)
                     i += n
                     break
             else:
@@ -383,22 +504,36 @@ class LexiconExtractor:
         return None
 
     @staticmethod
-    def _entity(kind: str, text: str, section: str, assertion: str, row: Row, page: int, strength: float) -> Entity:
+    def _entity(kind: str, text: str, ctx: _Context, assertion: str) -> Entity:
         return Entity(
             entity_id="",
             kind=kind,
             text=text,
-            section=section,
+            section=ctx.section,
             assertion=assertion,
-            page_index=page,
-            line_ids=row.line_ids,
-            bbox=row.bbox,
-            ocr_confidence=row.confidence,
-            confidence=round(row.confidence * strength, 4),
+            page_index=ctx.page,
+            line_ids=ctx.row.line_ids,
+            bbox=ctx.row.bbox,
+            ocr_confidence=ctx.row.confidence,
+            confidence=ctx.row.confidence,
         )
 
 
-def _entity_id(document_id: str, entity: Entity) -> str:
+def _diagnosis_status(assertion: str, stated: str | None) -> str:
+    """active | resolved | history, from a stated status word, else from the assertion."""
+    if stated in ("resolved", "in remission", "inactive"):
+        return "resolved"
+    if stated == "remote" or assertion == "historical":
+        return "history"
+    return "active"
+
+
+def _score(entity: Entity, name: str, value: str | None, strength: float) -> None:
+    """Record a field's confidence: how clearly the page shows it (OCR) times how sure the reading is."""
+    entity.fields.append(FieldScore(name, value, round(entity.ocr_confidence * strength, 4)))
+
+
+def deterministic_entity_id(document_id: str, entity: Entity) -> str:
     """Deterministic: the same page and content give the same id on every run."""
     key = "|".join([document_id, str(entity.page_index), entity.kind, entity.attribute or "", entity.text,
                     ",".join(map(str, entity.line_ids))])

@@ -49,6 +49,25 @@ class CodeCandidate:
 
 
 @dataclass
+class FieldScore:
+    """The confidence of one extracted field and why a reviewer should look at it (if at all).
+
+    `reasons` holds the ids of the validation rules that fired on the field, and
+    `low_confidence` when its confidence is under the configured threshold.
+    """
+
+    name: str
+    value: str | None
+    confidence: float
+    reasons: list[str] = field(default_factory=list)
+    base: float | None = None  # the extractor's own confidence, before coding and cross-checks
+
+    def __post_init__(self) -> None:
+        if self.base is None:
+            self.base = self.confidence
+
+
+@dataclass
 class Entity:
     """One entity mention on one page; the row shape of the entities table.
 
@@ -77,6 +96,21 @@ class Entity:
     route: str | None = None
     frequency: str | None = None
     attribute: str | None = None
+    # status: diagnosis active | resolved | history; medication active | reported | stopped.
+    status: str | None = None
+    relationship: str | None = None  # family member (HL7 v3 RoleCode) of a family-history mention
+    severity: str | None = None  # allergy reaction: mild | moderate | severe
+    reference_text: str | None = None  # a reference range as printed ("<200", ">60", "3.5-5.0")
+    # Medication timing (FHIR Timing.repeat, boundsDuration, asNeeded).
+    timing_frequency: int | None = None
+    timing_period: float | None = None
+    timing_period_max: float | None = None
+    timing_period_unit: str | None = None
+    timing_when: str | None = None
+    as_needed: bool | None = None
+    as_needed_for: str | None = None
+    duration_value: float | None = None
+    duration_unit: str | None = None
     # Coding, filled by the code stage.
     code: str | None = None
     code_system: str | None = None
@@ -85,6 +119,7 @@ class Entity:
     ingredient_code: str | None = None  # RxNorm ingredient of a coded clinical drug, always kept
     candidates: list[CodeCandidate] = field(default_factory=list)
     confidence: float = 0.0
+    fields: list[FieldScore] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     requires_review: bool = False
 
@@ -98,6 +133,7 @@ class Entity:
         values["line_ids"] = list(row.get("line_ids") or [])
         values["bbox"] = list(row.get("bbox") or [])
         values["flags"] = list(row.get("flags") or [])
+        values["fields"] = [FieldScore(**{**f, "reasons": list(f.get("reasons") or [])}) for f in (row.get("fields") or [])]
         return cls(**values)
 
 

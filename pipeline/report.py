@@ -38,6 +38,7 @@ class RunReport:
     output: str
     llm_pages_by_source: dict[str, int] | None = None  # LLM backends: llm / llm_repaired / llm_fallback
     llm_output_tokens: int | None = None
+    review_queue_fields: int = 0  # rows of tables/review_queue.parquet: flagged fields
 
     @property
     def conserved(self) -> bool:
@@ -64,7 +65,7 @@ class RunReport:
             pages_unaccounted=pages_in - processed - quarantined,
             documents=len(tables.documents),
             quarantine_by_reason=dict(sorted(reasons.items())),
-            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags")},
+            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags", "review_queue")},
             entities_requiring_review=counts.get("requires_review", 0),
             flags=counts.get("flags", 0),
             resources_by_type=dict(sorted(resources.items())),
@@ -82,6 +83,7 @@ class RunReport:
             output=str(output),
             llm_pages_by_source=dict(sorted(tables.llm_pages.items())) or None,
             llm_output_tokens=tables.llm_output_tokens if tables.llm_pages else None,
+            review_queue_fields=counts.get("review_queue", 0),
         )
 
 
@@ -109,6 +111,7 @@ def render_markdown(report: RunReport) -> str:
         "|---|---:|",
         *[f"| {kind} | {count} |" for kind, count in report.entities_by_kind.items()],
         f"| (requiring review) | {report.entities_requiring_review} |",
+        f"| (flagged fields in the review queue) | {report.review_queue_fields} |",
         "",
         "| FHIR resource | count |",
         "|---|---:|",

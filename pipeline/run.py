@@ -16,6 +16,7 @@ import pipeline
 from pipeline.config import MedrecConfig, expand
 from pipeline.manifest import write_manifest
 from pipeline.report import RunReport, write_report
+from pipeline.stages.validate import RuleEngine
 from pipeline.tables import PageTableWriter, finish_entity_tables
 from terminology_index.build import ensure_index
 
@@ -114,14 +115,15 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     processing_started = time.perf_counter()
     setup_seconds = processing_started - started
 
-    tables = PageTableWriter(output / "tables", output / "quarantine.parquet")
+    rules = RuleEngine.from_config(cfg.validate_rules)  # the same rules the validate stage loads
+    tables = PageTableWriter(output / "tables", output / "quarantine.parquet", rules)
     progress = _Progress(pages_in, cfg.writer.progress)
     for batch in build_graph(cfg, str(manifest)).iter_batches(batch_format="pyarrow", batch_size=None):
         progress.update(*tables.write_batch(batch))
     tables.close_pages()
     graph_seconds = time.perf_counter() - processing_started
 
-    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents)
+    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules)
     version = f"{cfg.writer.pipeline_version_tag} {pipeline.__version__}"
     fhir_dir = output / "fhir"
     fhir_dir.mkdir(exist_ok=True)

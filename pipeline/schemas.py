@@ -37,6 +37,16 @@ CANDIDATE_TYPE = pa.struct(
     ]
 )
 
+FIELD_SCORE_TYPE = pa.struct(
+    [
+        pa.field("name", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("reasons", pa.list_(pa.string())),
+        pa.field("base", pa.float32()),
+    ]
+)
+
 ENTITY_FIELDS = [
     pa.field("entity_id", pa.string()),
     pa.field("kind", pa.string()),
@@ -58,6 +68,19 @@ ENTITY_FIELDS = [
     pa.field("route", pa.string()),
     pa.field("frequency", pa.string()),
     pa.field("attribute", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("relationship", pa.string()),
+    pa.field("severity", pa.string()),
+    pa.field("reference_text", pa.string()),
+    pa.field("timing_frequency", pa.int32()),
+    pa.field("timing_period", pa.float64()),
+    pa.field("timing_period_max", pa.float64()),
+    pa.field("timing_period_unit", pa.string()),
+    pa.field("timing_when", pa.string()),
+    pa.field("as_needed", pa.bool_()),
+    pa.field("as_needed_for", pa.string()),
+    pa.field("duration_value", pa.float64()),
+    pa.field("duration_unit", pa.string()),
     pa.field("code", pa.string()),
     pa.field("code_system", pa.string()),
     pa.field("code_display", pa.string()),
@@ -65,6 +88,7 @@ ENTITY_FIELDS = [
     pa.field("ingredient_code", pa.string()),
     pa.field("candidates", pa.list_(CANDIDATE_TYPE)),
     pa.field("confidence", pa.float32()),
+    pa.field("fields", pa.list_(FIELD_SCORE_TYPE)),
     pa.field("flags", pa.list_(pa.string())),
     pa.field("requires_review", pa.bool_()),
 ]
@@ -117,6 +141,23 @@ FLAGS_TABLE_SCHEMA = pa.schema(
         pa.field("kind", pa.string()),
         pa.field("flag", pa.string()),
         pa.field("bbox", pa.list_(pa.float32())),
+    ]
+)
+
+# One row per flagged field, worst first by `priority`: what a reviewer works through.
+REVIEW_QUEUE_SCHEMA = pa.schema(
+    [
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("page_index", pa.int32()),
+        pa.field("bbox", pa.list_(pa.float32())),
+        pa.field("entity_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("reason", pa.string()),
+        pa.field("priority", pa.float32()),
     ]
 )
 

@@ -16,13 +16,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.records import Entity
 from pipeline.schemas import (
     ENTITIES_TABLE_SCHEMA,
     ENTITY_FIELDS,
     FLAGS_TABLE_SCHEMA,
     PAGES_TABLE_SCHEMA,
     QUARANTINE_SCHEMA,
+    REVIEW_QUEUE_SCHEMA,
 )
+from pipeline.stages.validate import DocumentFacts, Finding, RuleEngine, apply_findings, review_rows
 
 STAGED_ENTITY_SCHEMA = pa.schema([pa.field("facility_id", pa.string()), pa.field("document_id", pa.string())]
                                  + ENTITY_FIELDS)
@@ -50,6 +53,8 @@ class DocumentSummary:
     type_votes: Counter[str] = field(default_factory=Counter)
     mrn_hint: str | None = None
     type_hint: str | None = None
+    # Dates and fact fingerprints for the document rules, which need every page.
+    facts: DocumentFacts = field(default_factory=DocumentFacts)
 
     @property
     def document_type(self) -> str:
@@ -80,8 +85,9 @@ class _Writer:
 class PageTableWriter:
     """Splits each streamed batch of page rows into the pages, staged-entities and quarantine tables."""
 
-    def __init__(self, tables_dir: Path, quarantine_path: Path):
+    def __init__(self, tables_dir: Path, quarantine_path: Path, rules: RuleEngine | None = None):
         tables_dir.mkdir(parents=True, exist_ok=True)
+        self.rules = rules  # None: document rules ran only over the pages each validate batch held
         self.pages = _Writer(tables_dir / "pages.parquet", PAGES_TABLE_SCHEMA)
         self.staged_entities = _Writer(tables_dir / "_entities_staged.parquet", STAGED_ENTITY_SCHEMA)
         self.quarantine = _Writer(quarantine_path, QUARANTINE_SCHEMA)
@@ -115,11 +121,14 @@ class PageTableWriter:
                 self.llm_pages[row["extract_source"]] += 1
                 self.llm_output_tokens += row.get("llm_output_tokens") or 0
             if row.get("document_type_predicted"):
-                summary.type_votes[row["document_type_predicted"]] += 1
+                # Votes weighted by confidence: a sure title page outweighs unsure continuation pages.
+                summary.type_votes[row["document_type_predicted"]] += row.get("document_type_confidence") or 0.01
             for entity in row.get("entities") or []:
                 if entity["kind"] == "demographic" and entity["attribute"] == "mrn" and entity["value"]:
                     summary.mrn_votes[entity["value"]] += 1
                 entities.append({"facility_id": row["facility_id"], "document_id": row["document_id"], **entity})
+                if self.rules is not None:
+                    summary.facts.observe(Entity.from_row(entity), self.rules.duplicate_kinds)
             pages.append({name: row.get(name) for name in PAGES_TABLE_SCHEMA.names})
         self.pages.write(pages)
         self.staged_entities.write(entities)
@@ -131,20 +140,52 @@ class PageTableWriter:
         self.staged_entities.close()
 
 
-def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary]
-                         ) -> tuple[Path, dict[str, int]]:
-    """Staged entities -> `entities.parquet` (with patient keys), `flags.parquet`, and the
-    assembly input; streamed batch by batch. Returns the assembly input path and counts."""
+# Up to this many flagged fields, the review queue file is rewritten sorted worst first;
+# beyond it, it stays in arrival order (sort by `priority` when reading) so memory stays bounded.
+REVIEW_SORT_LIMIT = 1_000_000
+_ENTITY_COLUMNS = [f.name for f in ENTITY_FIELDS]
+
+
+def _document_findings(documents: dict[tuple[str, str], DocumentSummary], rules: RuleEngine | None
+                       ) -> dict[tuple[str, str, str], list[Finding]]:
+    """Findings of the document rules over whole documents, by (facility, document, entity id);
+    only entities a rule fired on."""
+    found: dict[tuple[str, str, str], list[Finding]] = {}
+    if rules is None:
+        return found
+    for (facility_id, document_id), summary in documents.items():
+        for finding in rules.document_findings(summary.facts, facility_id):
+            found.setdefault((facility_id, document_id, finding.entity_id), []).append(finding)
+    return found
+
+
+def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary],
+                         rules: RuleEngine | None = None) -> tuple[Path, dict[str, int]]:
+    """Staged entities -> `entities.parquet` (with patient keys and whole-document rule flags),
+    `flags.parquet`, `review_queue.parquet` and the assembly input; streamed batch by batch.
+    Returns the assembly input path and counts."""
     staged = tables_dir / "_entities_staged.parquet"
     entities = _Writer(tables_dir / "entities.parquet", ENTITIES_TABLE_SCHEMA)
     flags = _Writer(tables_dir / "flags.parquet", FLAGS_TABLE_SCHEMA)
+    review = _Writer(tables_dir / "review_queue.parquet", REVIEW_QUEUE_SCHEMA)
+    document_findings = _document_findings(documents, rules)
     assembly_path = tables_dir / "_assembly_input.parquet"
     assembly = _Writer(assembly_path, ASSEMBLY_INPUT_SCHEMA)
     counts: Counter[str] = Counter()
     for batch in pq.ParquetFile(staged).iter_batches(batch_size=4096):
-        entity_rows, flag_rows, assembly_rows = [], [], []
+        entity_rows, flag_rows, assembly_rows, queue_rows = [], [], [], []
         for row in batch.to_pylist():
             document = documents[(row["facility_id"], row["document_id"])]
+            if rules is not None:
+                entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
+                key = (row["facility_id"], row["document_id"], entity.entity_id)
+                apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
+                row.update(entity.to_row())
+                lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
+                           "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],
+                           "kind": row["kind"]}
+                queue_rows += [{**lineage, **item} for item in
+                                 review_rows(entity, rules.by_id, rules.config.min_confidence)]
             row["patient_key"] = document.patient_key(row["document_id"])
             entity_rows.append(row)
             counts[f"{row['kind']}"] += 1
@@ -158,9 +199,14 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
                                   "page_count": document.pages_ok + document.pages_failed})
         entities.write(entity_rows)
         flags.write(flag_rows)
+        review.write(sorted(queue_rows, key=lambda r: -r["priority"]))
         assembly.write(assembly_rows)
-    for writer in (entities, flags, assembly):
+    for writer in (entities, flags, review, assembly):
         writer.close()
     staged.unlink()
+    if 0 < review.rows <= REVIEW_SORT_LIMIT:
+        queue = pq.read_table(review.path)
+        pq.write_table(queue.sort_by([("priority", "descending"), ("entity_id", "ascending")]), review.path)
     counts["flags"] = flags.rows
+    counts["review_queue"] = review.rows
     return assembly_path, dict(counts)

@@ -163,3 +163,28 @@ def test_provenance_traces_resources_to_page_and_box(finished_run):
     extensions = [ext["url"] for p in provenances for target in p["target"] for ext in target.get("extension", [])]
     assert "urn:medrec:fhir:extension:source-page" in extensions
     assert "urn:medrec:fhir:extension:source-bbox" in extensions
+
+
+def test_family_history_is_written_as_family_member_history(finished_run):
+    _, out, gold_dir = finished_run
+    patient_ref = _patient_ids(out)
+    histories = defaultdict(set)
+    for history in _resources(out, "FamilyMemberHistory"):
+        assert history["relationship"]["coding"][0]["code"] == "MTH"  # the corpus writes "Mother with ..."
+        for condition in history["condition"]:
+            histories[history["patient"]["reference"]] |= _codes(condition, "code", ICD10CM)
+    family = [(gold, dx) for gold in _golds(gold_dir) for dx in gold["diagnoses"] if dx["assertion"] == "family"]
+    assert family
+    for gold, dx in family:
+        assert dx["code"] in histories[patient_ref[gold["patient"]["mrn"]]], f"{gold['file']}: family {dx['code']}"
+
+
+def test_review_queue_lists_every_flagged_entity_worst_first(finished_run):
+    report, out, _ = finished_run
+    queue = pq.read_table(out / "tables" / "review_queue.parquet").to_pylist()
+    entities = pq.read_table(out / "tables" / "entities.parquet").to_pylist()
+    flagged = {e["entity_id"] for e in entities if e["requires_review"]}
+    assert {row["entity_id"] for row in queue} == flagged
+    assert [row["priority"] for row in queue] == sorted((row["priority"] for row in queue), reverse=True)
+    assert all(len(row["bbox"]) == 4 and row["reason"] for row in queue)
+    assert report.review_queue_fields == len(queue)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.layout import group_rows
-from pipeline.lexicon import LexiconExtractor, Lexicons, iso_date
+from pipeline.assertion import assertion_of
+from pipeline.dates import iso_date
+from pipeline.lexicon import LexiconExtractor, Lexicons
 from pipeline.records import Entity, OcrLine
 from pipeline.terminology import TerminologyIndex
 
@@ -237,9 +239,172 @@ def test_entity_ids_are_deterministic_and_distinct(extractor: LexiconExtractor, 
 
 
 def test_negation_scope_ends_at_a_terminator() -> None:
-    from pipeline.lexicon import assertion_of
-
     assert assertion_of("without known allergies, with a history of", "narrative") == "historical"
     assert assertion_of("no fever but", "narrative") == "present"
     assert assertion_of("patient denies", "narrative") == "negated"
     assert assertion_of("mother with", "narrative") == "family"
+
+
+# Assertion in one note: negated, family, hypothetical and historical side by side -------
+
+PROGRESS_NOTE = page(
+    (40, [(80, "PROGRESS NOTE")]),
+    (80, [(80, "HPI:")]),
+    (110, [(80, "Patient denies chest pain. No evidence of pneumonia.")]),
+    (140, [(80, "History of gout. Possible pulmonary embolism, return if shortness of breath.")]),
+    (170, [(80, "Mother had asthma.")]),
+    (210, [(80, "PMH:")]),
+    (240, [(80, "- Hypertension")]),
+    (270, [(80, "- h/o Pneumonia (resolved)")]),
+    (310, [(80, "FHx:")]),
+    (340, [(80, "Father with type 2 diabetes mellitus")]),
+)
+
+
+@pytest.fixture(scope="module")
+def progress(extractor: LexiconExtractor) -> list[Entity]:
+    return extractor.extract(DOCUMENT_ID, 0, group_rows(PROGRESS_NOTE), "progress_note")
+
+
+def test_every_assertion_in_one_note(progress: list[Entity]) -> None:
+    found = {(e.text.lower(), e.assertion) for e in progress if e.kind == "diagnosis"}
+
+    assert {("chest pain", "negated"), ("pneumonia", "negated"), ("gout", "historical"),
+            ("pulmonary embolism", "hypothetical"), ("shortness of breath", "hypothetical"),
+            ("asthma", "family"), ("hypertension", "present"), ("pneumonia", "historical"),
+            ("type 2 diabetes mellitus", "family")} <= found
+
+
+def test_family_mentions_name_the_relative(progress: list[Entity]) -> None:
+    relatives = {e.text.lower(): e.relationship for e in progress if e.assertion == "family"}
+
+    assert relatives == {"asthma": "MTH", "type 2 diabetes mellitus": "FTH"}
+
+
+def test_abbreviated_sections_and_diagnosis_status(progress: list[Entity]) -> None:
+    listed = {(e.text, e.section, e.status) for e in progress if e.section == "past medical history"}
+
+    assert listed == {("Hypertension", "past medical history", "active"),
+                      ("Pneumonia", "past medical history", "resolved")}
+    gout = one(progress, "diagnosis", "gout")
+    assert (gout.section, gout.status) == ("history of present illness", "history")
+
+
+# Medications: sig normalisation, status by section and document type ------------------
+
+MEDICATION_LIST = page(
+    (40, [(80, "DISCHARGE SUMMARY")]),
+    (80, [(80, "Home meds:")]),
+    (110, [(80, "- Metformin 500 mg PO BID")]),
+    (140, [(80, "- Lisinopril 10 mg daily - stopped")]),
+    (180, [(80, "Discharge medications:")]),
+    (210, [(80, "- Furosemide 40 mg IV q8h for 3 days")]),
+    (240, [(80, "- Gabapentin 300 mg po qhs prn pain")]),
+    (270, [(80, "- Warfarin 5 twice daily")]),
+    (300, [(80, "- Simvastatin 40 mg take as directed")]),
+)
+
+
+@pytest.fixture(scope="module")
+def medications(extractor: LexiconExtractor) -> dict[str, Entity]:
+    entities = extractor.extract(DOCUMENT_ID, 0, group_rows(MEDICATION_LIST), "discharge_summary")
+    return {e.attribute: e for e in entities if e.kind == "medication"}
+
+
+def test_medication_status_follows_the_list_it_is_on(medications: dict[str, Entity]) -> None:
+    assert {name: e.status for name, e in medications.items()} == {
+        "Metformin": "reported", "Lisinopril": "stopped", "Furosemide": "active", "Gabapentin": "active",
+        "Warfarin": "active", "Simvastatin": "active"}
+
+
+def test_sig_is_normalised_to_timing(medications: dict[str, Entity]) -> None:
+    furosemide, gabapentin = medications["Furosemide"], medications["Gabapentin"]
+
+    assert (furosemide.route, furosemide.frequency, furosemide.timing_frequency, furosemide.timing_period,
+            furosemide.timing_period_unit, furosemide.duration_value, furosemide.duration_unit) == (
+        "IV", "Q8H", 1, 8, "h", 3.0, "d")
+    assert (gabapentin.route, gabapentin.frequency, gabapentin.timing_when, gabapentin.as_needed,
+            gabapentin.as_needed_for) == ("PO", "QHS", "HS", True, "pain")
+
+
+def test_unparseable_dose_and_sig_lower_the_field_confidence(medications: dict[str, Entity]) -> None:
+    warfarin, simvastatin, metformin = medications["Warfarin"], medications["Simvastatin"], medications["Metformin"]
+    confidence = {e.attribute: {f.name: f.confidence for f in e.fields} for e in (warfarin, simvastatin, metformin)}
+
+    assert warfarin.dose_value == 5.0 and warfarin.dose_unit is None and warfarin.frequency == "BID"
+    assert confidence["Warfarin"]["dose"] < 0.75 <= confidence["Metformin"]["dose"]
+    assert simvastatin.frequency is None and confidence["Simvastatin"]["frequency"] < 0.75
+    assert warfarin.confidence == min(confidence["Warfarin"].values())
+
+
+def test_a_prescription_reads_unheaded_lines_as_medications(extractor: LexiconExtractor) -> None:
+    lines = page((40, [(80, "Dr. A. Smith, 1 Main St")]), (80, [(80, "Cephalexin 500 mg PO TID x 10 days")]))
+
+    as_other = extractor.extract(DOCUMENT_ID, 0, group_rows(lines), "other")
+    as_prescription = extractor.extract(DOCUMENT_ID, 0, group_rows(lines), "prescription")
+
+    assert [e.kind for e in as_other] == [e.kind for e in as_prescription] == ["medication"]  # strict match
+    (rx,) = as_prescription
+    assert (rx.section, rx.status, rx.duration_value) == ("prescription", "active", 10.0)
+
+
+# Labs, allergies, procedures -------------------------------------------------------------
+
+
+def test_reference_ranges_of_every_printed_form(extractor: LexiconExtractor) -> None:
+    lines = page(
+        (100, [(80, "Total cholesterol"), (480, "230"), (660, "mg/dL"), (860, "<200"), (1120, "H")]),
+        (130, [(80, "Potassium"), (480, "4.2"), (660, "mmol/l"), (860, "3.5-5.0")]),
+        (160, [(80, "eGFR"), (480, "45"), (660, "mL/min/1.73m2"), (860, ">60")]),
+        (190, [(80, "Zorblatin"), (480, "12"), (660, "U/L"), (860, "5 - 40")]),
+    )
+
+    labs = {e.text: e for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines), "lab_report") if e.kind == "lab"}
+    untyped = [e for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines)) if e.kind == "lab"]
+
+    cholesterol, potassium = labs["Total cholesterol"], labs["Potassium"]
+    assert (cholesterol.reference_low, cholesterol.reference_high, cholesterol.reference_text,
+            cholesterol.interpretation) == (None, 200.0, "<200", "H")
+    assert (potassium.unit, potassium.reference_low, potassium.reference_high, potassium.interpretation) == (
+        "mmol/L", 3.5, 5.0, "N")
+    egfr = labs["eGFR"]
+    assert (egfr.unit, egfr.reference_low, egfr.reference_high, egfr.interpretation) == (
+        "mL/min/{1.73_m2}", 60.0, None, "L")
+    # An unknown test name is read in a lab report, with a confidence that sends it to review.
+    assert labs["Zorblatin"].confidence < 0.75 <= labs["Potassium"].confidence
+    assert "Zorblatin" not in {e.text for e in untyped}
+
+
+@pytest.mark.parametrize("text, substance, reaction, severity", [
+    ("Penicillin (hives, severe)", "Penicillin", "hives", "severe"),
+    ("Codeine: nausea - mild", "Codeine", "nausea", "mild"),
+    ("Latex", "Latex", None, None),
+    ("Sulfamethoxazole - rash (moderate)", "Sulfamethoxazole", "rash", "moderate"),
+])
+def test_allergy_reaction_and_severity(extractor: LexiconExtractor, text: str, substance: str,
+                                       reaction: str | None, severity: str | None) -> None:
+    lines = page((100, [(80, "Allergies:")]), (130, [(80, text)]))
+
+    (allergy,) = extractor.extract(DOCUMENT_ID, 0, group_rows(lines))
+
+    assert (allergy.text, allergy.value, allergy.severity) == (substance, reaction, severity)
+
+
+def test_procedures_with_dates(extractor: LexiconExtractor) -> None:
+    lines = page((100, [(80, "PAST SURGICAL HISTORY:")]), (130, [(80, "- Appendectomy 2009")]),
+                 (160, [(80, "- Colonoscopy on 03/14/2022")]), (190, [(80, "- s/p Cholecystectomy (05/2015)")]),
+                 (220, [(80, "- Tonsillectomy")]), (250, [(80, "- Planned knee arthroscopy")]))
+
+    procedures = {e.text: (e.value, e.assertion) for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines))}
+
+    assert procedures == {"Appendectomy": ("2009", "present"), "Colonoscopy": ("2022-03-14", "present"),
+                          "Cholecystectomy": ("2015-05", "historical"), "Tonsillectomy": (None, "present"),
+                          "knee arthroscopy": (None, "hypothetical")}
+
+
+def test_two_digit_birth_year_is_never_in_the_future(extractor: LexiconExtractor) -> None:
+    lines = page((70, [(80, "DOB: 03/02/56"), (560, "Visit date: 3/2/24")]))
+
+    values = {e.attribute: e.value for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines))}
+
+    assert values == {"birth_date": "1956-03-02", "visit_date": "2024-03-02"}

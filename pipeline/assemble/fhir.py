@@ -7,15 +7,19 @@ resource type turns entities into a plain JSON body (a `_Draft`); `_Output.emit`
 PHI-free failure.
 
 Choices made here (DESIGN.md and the issue leave them open):
-- Only entities asserted `present` or `historical` become resources. `negated` ones
-  ("no evidence of PE", "no known drug allergies") are not written: FHIR has no negated
-  Condition, and a refuted Condition would read as a diagnosis to most consumers.
-  `family` ones wait for FamilyMemberHistory (a later issue); `hypothetical` ones
-  ("rule out ...") are not the patient's facts. Each skip is counted in
-  `AssemblyResult.skipped` so the run report can sum them.
-- Condition.clinicalStatus: `present` -> active, `historical` -> inactive (the record
-  says it was true once, not that it still is). MedicationRequest.status likewise:
-  `present` -> active, `historical` -> completed.
+- Only entities asserted `present` or `historical` become the patient's resources.
+  `negated` ones ("denies chest pain", "no known drug allergies") are omitted, not
+  written as verificationStatus=refuted: a refuted Condition still reads as a diagnosis
+  to most consumers, and a chart's "denies X" is not a clinician refuting X. `family`
+  diagnoses become FamilyMemberHistory (relationship as a v3 RoleCode); `hypothetical`
+  ones ("rule out ...", "return if ...") are not facts and are omitted. Each omission is
+  counted in `AssemblyResult.skipped` so the run report can sum them.
+- Condition.clinicalStatus from the diagnosis status the extractor read: active ->
+  active, resolved -> resolved, history (or a `historical` assertion) -> inactive.
+  MedicationRequest.status from the medication status: active and reported -> active
+  (reported also sets reportedBoolean: a home list records what the patient takes, it
+  does not prescribe it), stopped -> stopped, `historical` -> completed. A prescription
+  document's requests are orders (intent=order); every other list is intent=plan.
 - Provenance.recorded defaults to the fixed `RECORDED_DEFAULT` (the epoch), not now(),
   so a re-run writes byte-identical output; the run may pass its own fixed value.
 - Provenance.target holds one entry per source entity, so a resource built from
@@ -43,6 +47,7 @@ from pydantic import ValidationError
 
 from pipeline.assemble import vocabulary as vocab
 from pipeline.records import DocumentBundle, Entity
+from pipeline.sig import parse_sig
 
 Json = dict[str, Any]
 
@@ -55,12 +60,14 @@ TAG_REVIEW_SYSTEM = "urn:medrec:review"
 MAX_MESSAGE_CHARS = 500
 
 USABLE_ASSERTIONS = frozenset({"present", "historical"})
+FAMILY_ASSERTION = "family"  # usable for diagnoses only: they become FamilyMemberHistory
 ASSEMBLED_KINDS = frozenset(
     {"demographic", "encounter", "diagnosis", "medication", "allergy", "vital", "lab", "procedure"}
 )
 DEMOGRAPHIC_ATTRIBUTES = ("name", "birth_date", "sex", "mrn", "address", "phone")
 ENCOUNTER_ATTRIBUTES = ("admission_date", "discharge_date", "visit_date")
 GENDERS = frozenset({"male", "female", "other", "unknown"})
+ALLERGY_SEVERITIES = frozenset({"mild", "moderate", "severe"})
 # DESIGN.md's classifier says "lab", the assembly issue says "lab_report": accept both.
 LAB_REPORT_TYPES = frozenset({"lab_report", "lab"})
 PROBLEM_LIST_SECTIONS = ("past medical", "medical history", "pmh", "problem list")
@@ -68,6 +75,7 @@ PROBLEM_LIST_SECTIONS = ("past medical", "medical history", "pmh", "problem list
 # A fixed namespace: ids must not change between runs or machines.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:medrec:fhir")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PARTIAL_DATE = re.compile(r"(19|20)\d{2}(-(0[1-9]|1[0-2]))?")
 _US_ADDRESS = re.compile(
     r"(?P<line>.+?),\s*(?P<city>[^,]+?),\s*(?P<state>[A-Z]{2})\s+(?P<zip>\d{5}(?:-\d{4})?)"
 )
@@ -289,7 +297,10 @@ def _assemble_document(
     source = document_reference if output.emit(document_reference) else None
 
     for entity in by_kind.get("diagnosis", []):
-        emit(_build_condition(run, ctx, entity, output.skipped))
+        if entity.assertion == FAMILY_ASSERTION:
+            emit(_build_family_member_history(run, ctx, entity, output.skipped))
+        else:
+            emit(_build_condition(run, ctx, entity, output.skipped))
     for entity in by_kind.get("medication", []):
         emit(_build_medication_request(run, ctx, entity, output.skipped))
     for entity in by_kind.get("allergy", []):
@@ -320,7 +331,8 @@ def _usable_entities(document: DocumentBundle, skipped: Counter[str]) -> list[En
     """The document's entities that may become FHIR, in a stable order; counts the rest."""
     usable = []
     for entity in document.entities:
-        if entity.assertion not in USABLE_ASSERTIONS:
+        family_diagnosis = entity.kind == "diagnosis" and entity.assertion == FAMILY_ASSERTION
+        if entity.assertion not in USABLE_ASSERTIONS and not family_diagnosis:
             skipped[f"{entity.kind}:{entity.assertion}"] += 1
         else:
             usable.append(entity)
@@ -473,8 +485,10 @@ def _build_encounter(run: _Run, ctx: _DocumentContext, facts: _EncounterFacts) -
 
 
 def _build_condition(run: _Run, ctx: _DocumentContext, entity: Entity, skipped: Counter[str]) -> _Draft:
-    """Condition: ICD-10-CM coded when the entity is; `historical` -> inactive."""
-    clinical = "inactive" if entity.assertion == "historical" else "active"
+    """Condition: ICD-10-CM coded when the entity is; clinicalStatus from the status read."""
+    clinical = _CLINICAL_STATUS.get(entity.status or "", "active")
+    if entity.assertion == "historical" and clinical == "active":
+        clinical = "inactive"
     category = _condition_category(ctx, entity)
     resource_id = ctx.resource_id(run, "Condition", entity.entity_id)
     body: Json = {
@@ -491,6 +505,27 @@ def _build_condition(run: _Run, ctx: _DocumentContext, entity: Entity, skipped: 
 
 
 _CATEGORY_DISPLAY = {"problem-list-item": "Problem List Item", "encounter-diagnosis": "Encounter Diagnosis"}
+_CLINICAL_STATUS = {"active": "active", "resolved": "resolved", "history": "inactive"}
+
+
+# ---------------------------------------------------------------- FamilyMemberHistory
+
+
+def _build_family_member_history(
+    run: _Run, ctx: _DocumentContext, entity: Entity, skipped: Counter[str]
+) -> _Draft:
+    """FamilyMemberHistory: who (v3 RoleCode; a generic family member when unnamed) had what."""
+    code, display = vocab.family_relationship(entity.relationship)
+    resource_id = ctx.resource_id(run, "FamilyMemberHistory", entity.entity_id)
+    body: Json = {
+        "resourceType": "FamilyMemberHistory",
+        "id": resource_id,
+        "status": "completed",
+        "patient": ctx.patient_ref,
+        "relationship": {"coding": [_coding(vocab.ROLE_CODE, code, display)], "text": display},
+        "condition": [{"code": _entity_concept(entity, vocab.ICD10CM, skipped)}],
+    }
+    return _Draft("FamilyMemberHistory", resource_id, body, ctx.document, [_Source(ctx.document, entity)])
 
 
 def _condition_category(ctx: _DocumentContext, entity: Entity) -> str:
@@ -511,36 +546,37 @@ def _build_medication_request(
 ) -> _Draft:
     """MedicationRequest (intent plan); a home medication list is reported, not prescribed here."""
     resource_id = ctx.resource_id(run, "MedicationRequest", entity.entity_id)
+    status = "completed" if entity.assertion == "historical" else _MEDICATION_STATUS.get(entity.status or "", "active")
     body: Json = {
         "resourceType": "MedicationRequest",
         "id": resource_id,
-        "status": "completed" if entity.assertion == "historical" else "active",
-        "intent": "plan",
+        "status": status,
+        "intent": "order" if ctx.document.document_type == "prescription" else "plan",
         "medicationCodeableConcept": _entity_concept(entity, vocab.RXNORM, skipped),
         "subject": ctx.patient_ref,
         **ctx.context_refs(),
         "dosageInstruction": [_dosage(entity)],
     }
-    if "home" in entity.section.lower():
+    # Lists read before statuses existed say "home" only in their section name.
+    if entity.status == "reported" or (entity.status is None and "home" in entity.section.lower()):
         body["reportedBoolean"] = True
     return _Draft("MedicationRequest", resource_id, body, ctx.document, [_Source(ctx.document, entity)])
 
 
+_MEDICATION_STATUS = {"active": "active", "reported": "active", "stopped": "stopped", "completed": "completed"}
+
+
 def _dosage(entity: Entity) -> Json:
-    """Dosage: the sig as written, plus the structured dose, route and timing we understood."""
+    """Dosage: the sig as written, plus the structured dose, route, timing, PRN and duration."""
     dosage: Json = {"text": entity.text}
-    if entity.frequency:
-        timing: Json = {"code": {"text": entity.frequency}}
-        repeat = vocab.frequency_repeat(entity.frequency)
-        if repeat:
-            timing["repeat"] = {
-                "frequency": repeat.frequency,
-                "period": repeat.period,
-                "periodUnit": repeat.period_unit,
-            }
-            if repeat.when:
-                timing["repeat"]["when"] = [repeat.when]
+    timing = _timing(entity)
+    if timing:
         dosage["timing"] = timing
+    if entity.as_needed:
+        if entity.as_needed_for:
+            dosage["asNeededCodeableConcept"] = {"text": entity.as_needed_for}
+        else:
+            dosage["asNeededBoolean"] = True
     if entity.route:
         route: Json = {"text": entity.route}
         concept = vocab.route_concept(entity.route)
@@ -550,6 +586,35 @@ def _dosage(entity: Entity) -> Json:
     if entity.dose_value is not None:
         dosage["doseAndRate"] = [{"doseQuantity": _quantity(entity.dose_value, entity.dose_unit)}]
     return dosage
+
+
+def _timing(entity: Entity) -> Json:
+    """Timing: code as written; repeat from the extracted timing (or, for entities carrying
+    only a frequency code, from reading that code); boundsDuration from "for 7 days"."""
+    period_unit = entity.timing_period_unit
+    frequency, period, period_max, when = (entity.timing_frequency, entity.timing_period, entity.timing_period_max,
+                                           entity.timing_when)
+    if period_unit is None and entity.frequency:
+        parsed = parse_sig(entity.frequency).timing
+        if parsed:
+            frequency, period, period_max = parsed.frequency, parsed.period, parsed.period_max
+            period_unit, when = parsed.period_unit, parsed.when
+    repeat: Json = {}
+    if period_unit and frequency and period:
+        repeat = {"frequency": frequency, "period": period, "periodUnit": period_unit}
+        if period_max:
+            repeat["periodMax"] = period_max
+        if when:
+            repeat["when"] = [when]
+    if entity.duration_value is not None and entity.duration_unit:
+        repeat["boundsDuration"] = {"value": entity.duration_value, "unit": entity.duration_unit,
+                                    "system": vocab.UCUM, "code": entity.duration_unit}
+    timing: Json = {}
+    if entity.frequency:
+        timing["code"] = {"text": entity.frequency}
+    if repeat:
+        timing["repeat"] = repeat
+    return timing
 
 
 # ---------------------------------------------------------------- AllergyIntolerance
@@ -570,7 +635,12 @@ def _build_allergy_intolerance(
         **ctx.context_refs(),
     }
     if entity.value:
-        body["reaction"] = [{"manifestation": [{"text": entity.value}]}]
+        reaction: Json = {"manifestation": [{"text": entity.value}]}
+        if entity.severity in ALLERGY_SEVERITIES:
+            reaction["severity"] = entity.severity
+        body["reaction"] = [reaction]
+    elif entity.severity:
+        skipped["allergy:severity-without-reaction"] += 1  # FHIR needs a manifestation to carry it
     return _Draft("AllergyIntolerance", resource_id, body, ctx.document, [_Source(ctx.document, entity)])
 
 
@@ -657,11 +727,13 @@ def _build_lab_observation(run: _Run, ctx: _DocumentContext, entity: Entity, ski
         if concept:
             interpretation["coding"] = [_coding(concept.system, concept.code, concept.display)]
         body["interpretation"] = [interpretation]
-    reference_range = {
+    reference_range: Json = {
         bound: _quantity(value, entity.unit)
         for bound, value in (("low", entity.reference_low), ("high", entity.reference_high))
         if value is not None
     }
+    if entity.reference_text:
+        reference_range["text"] = entity.reference_text  # "<200" says more than its one bound
     if reference_range:
         body["referenceRange"] = [reference_range]
     return _Draft("Observation", resource_id, body, ctx.document, [_Source(ctx.document, entity)])
@@ -730,8 +802,8 @@ def _build_procedure(run: _Run, ctx: _DocumentContext, entity: Entity, skipped: 
         "subject": ctx.patient_ref,
         **ctx.context_refs(),
     }
-    if _is_iso_date(entity.value):
-        body["performedDateTime"] = entity.value
+    if _is_iso_date(entity.value) or _PARTIAL_DATE.fullmatch(entity.value or ""):
+        body["performedDateTime"] = entity.value  # "2019", "2019-05": the precision the page gave
     return _Draft("Procedure", resource_id, body, ctx.document, [_Source(ctx.document, entity)])
 
 

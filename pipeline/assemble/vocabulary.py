@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipeline.assertion import FAMILY_MEMBER, RELATIONSHIPS
+from pipeline.sig import parse_sig
+from pipeline.units import ucum_code  # noqa: F401 (re-exported: assembly reads units here)
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED  # noqa: F401 (re-exported)
 
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
@@ -25,6 +28,7 @@ DIAGNOSTIC_SERVICE_SECTION = "http://terminology.hl7.org/CodeSystem/v2-0074"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 
 # Short names the code stage or a site's config may use for a system, keyed after
 # `_system_key` folding ("ICD-10-CM", "icd10cm", "ICD_10_CM" all meet here).
@@ -66,79 +70,6 @@ def dotted_icd10cm(code: str) -> str:
     return f"{code[:3]}.{code[3:]}"
 
 
-# Units as pages write them -> UCUM codes. Keys are matched case-insensitively because
-# pages are inconsistent ("mg/dl"), values are case-sensitive UCUM.
-_UCUM_CODES = {
-    "mg": "mg",
-    "mcg": "ug",
-    "ug": "ug",
-    "µg": "ug",
-    "g": "g",
-    "kg": "kg",
-    "ml": "mL",
-    "l": "L",
-    "[iu]": "[iU]",
-    "iu": "[iU]",
-    "unit": "[iU]",
-    "units": "[iU]",
-    "mm[hg]": "mm[Hg]",
-    "mmhg": "mm[Hg]",
-    "/min": "/min",
-    "bpm": "/min",
-    "beats/min": "/min",
-    "breaths/min": "/min",
-    "%": "%",
-    "[degf]": "[degF]",
-    "degf": "[degF]",
-    "°f": "[degF]",
-    "f": "[degF]",
-    "cel": "Cel",
-    "degc": "Cel",
-    "°c": "Cel",
-    "c": "Cel",
-    "[lb_av]": "[lb_av]",
-    "lb": "[lb_av]",
-    "lbs": "[lb_av]",
-    "cm": "cm",
-    "m": "m",
-    "[in_i]": "[in_i]",
-    "in": "[in_i]",
-    "kg/m2": "kg/m2",
-    "mg/dl": "mg/dL",
-    "g/dl": "g/dL",
-    "ug/dl": "ug/dL",
-    "mcg/dl": "ug/dL",
-    "mg/l": "mg/L",
-    "ng/ml": "ng/mL",
-    "pg/ml": "pg/mL",
-    "mmol/l": "mmol/L",
-    "umol/l": "umol/L",
-    "meq/l": "meq/L",
-    "u/l": "U/L",
-    "iu/l": "[IU]/L",
-    "miu/l": "m[IU]/L",
-    "uiu/ml": "u[IU]/mL",
-    "10*3/ul": "10*3/uL",
-    "k/ul": "10*3/uL",
-    "x10^3/ul": "10*3/uL",
-    "10*6/ul": "10*6/uL",
-    "m/ul": "10*6/uL",
-    "x10^6/ul": "10*6/uL",
-    "fl": "fL",
-    "pg": "pg",
-    "s": "s",
-    "sec": "s",
-    "ml/min/1.73m2": "mL/min/{1.73_m2}",
-}
-
-
-def ucum_code(unit: str | None) -> str | None:
-    """The UCUM code for a unit as written, or None when it is not a known unit."""
-    if not unit:
-        return None
-    return _UCUM_CODES.get(unit.strip().lower())
-
-
 @dataclass(frozen=True)
 class Concept:
     """One coding: enough to write a Coding element."""
@@ -149,66 +80,27 @@ class Concept:
 
 
 # SNOMED CT route qualifiers for the abbreviations medication lists use.
+# SNOMED CT route qualifiers for the canonical routes `pipeline.sig` reads sigs into.
 _ROUTES = {
-    "po": Concept(SNOMED, "26643006", "Oral route"),
-    "oral": Concept(SNOMED, "26643006", "Oral route"),
-    "by mouth": Concept(SNOMED, "26643006", "Oral route"),
-    "iv": Concept(SNOMED, "47625008", "Intravenous route"),
-    "intravenous": Concept(SNOMED, "47625008", "Intravenous route"),
-    "im": Concept(SNOMED, "78421000", "Intramuscular route"),
-    "intramuscular": Concept(SNOMED, "78421000", "Intramuscular route"),
-    "sc": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "sq": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "subq": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "subcutaneous": Concept(SNOMED, "34206005", "Subcutaneous route"),
-    "sl": Concept(SNOMED, "37839007", "Sublingual route"),
-    "sublingual": Concept(SNOMED, "37839007", "Sublingual route"),
-    "pr": Concept(SNOMED, "37161004", "Rectal route"),
-    "rectal": Concept(SNOMED, "37161004", "Rectal route"),
-    "topical": Concept(SNOMED, "6064005", "Topical route"),
+    "PO": Concept(SNOMED, "26643006", "Oral route"),
+    "IV": Concept(SNOMED, "47625008", "Intravenous route"),
+    "IM": Concept(SNOMED, "78421000", "Intramuscular route"),
+    "SC": Concept(SNOMED, "34206005", "Subcutaneous route"),
+    "SL": Concept(SNOMED, "37839007", "Sublingual route"),
+    "PR": Concept(SNOMED, "37161004", "Rectal route"),
+    "TOP": Concept(SNOMED, "6064005", "Topical route"),
+    "INH": Concept(SNOMED, "447694001", "Respiratory tract route"),
 }
 
 
 def route_concept(route: str | None) -> Concept | None:
-    """SNOMED CT route for a route as written ("PO", "oral"), or None when unknown."""
+    """SNOMED CT route for a canonical route ("PO") or one as written ("by mouth", "subq"); None when unknown."""
     if not route:
         return None
-    return _ROUTES.get(route.strip().lower().rstrip("."))
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """Timing.repeat: `frequency` times per `period` `period_unit`, optionally at `when`."""
-
-    frequency: int
-    period: int
-    period_unit: str
-    when: str | None = None
-
-
-_FREQUENCIES = {
-    "QD": Repeat(1, 1, "d"),
-    "DAILY": Repeat(1, 1, "d"),
-    "BID": Repeat(2, 1, "d"),
-    "TID": Repeat(3, 1, "d"),
-    "QID": Repeat(4, 1, "d"),
-    "QOD": Repeat(1, 2, "d"),
-    "QHS": Repeat(1, 1, "d", when="HS"),
-}
-_EVERY_N_HOURS = re.compile(r"Q(\d{1,2})H")
-
-
-def frequency_repeat(frequency: str | None) -> Repeat | None:
-    """Timing.repeat for a sig abbreviation ("BID", "q.6.h."), or None when unknown."""
-    if not frequency:
-        return None
-    key = re.sub(r"[\s.\-]", "", frequency).upper()
-    if key in _FREQUENCIES:
-        return _FREQUENCIES[key]
-    hours = _EVERY_N_HOURS.fullmatch(key)
-    if hours and int(hours.group(1)) > 0:
-        return Repeat(1, int(hours.group(1)), "h")
-    return None
+    canonical = route.strip().upper()
+    if canonical not in _ROUTES:
+        canonical = parse_sig(route).route or ""
+    return _ROUTES.get(canonical)
 
 
 _INTERPRETATIONS = {
@@ -235,3 +127,13 @@ SYSTOLIC_BP = Concept(LOINC, "8480-6", "Systolic blood pressure")
 DIASTOLIC_BP = Concept(LOINC, "8462-4", "Diastolic blood pressure")
 BLOOD_PRESSURE_PANEL = Concept(LOINC, "85354-9", "Blood pressure panel with all children optional")
 LABORATORY_REPORT = Concept(LOINC, "11502-2", "Laboratory report")
+
+
+# HL7 v3 RoleCode family members (FamilyMemberHistory.relationship): code -> display.
+_FAMILY_ROLES = dict([*RELATIONSHIPS.values(), FAMILY_MEMBER])
+
+
+def family_relationship(code: str | None) -> tuple[str, str]:
+    """(RoleCode, display); an unknown or missing relative is a generic family member."""
+    key = (code or "").upper()
+    return (key, _FAMILY_ROLES[key]) if key in _FAMILY_ROLES else FAMILY_MEMBER

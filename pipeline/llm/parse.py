@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pydantic import ValidationError
 
 from pipeline.layout import union_bbox
-from pipeline.lexicon import _entity_id, ucum
+from pipeline.lexicon import deterministic_entity_id
+from pipeline.units import normalise_unit
 from pipeline.llm.prompt import PageCandidate
 from pipeline.llm.schema import LLM_KINDS, LlmMention, LlmPage
 from pipeline.records import CodeCandidate, Entity, OcrLine
@@ -154,9 +155,9 @@ def _llm_only_entity(document_id: str, page_index: int, mention: LlmMention, cho
         entity_id="", kind=mention.k, text=mention.t, section="", assertion=mention.a,
         page_index=page_index, line_ids=[line.line_id for line in evidence], bbox=union_bbox(evidence),
         ocr_confidence=min(line.confidence for line in evidence),
-        value=mention.v, value_num=float(number.group(1)) if number else None, unit=ucum(mention.u),
+        value=mention.v, value_num=float(number.group(1)) if number else None, unit=normalise_unit(mention.u),
         confidence=settings.llm_only_confidence, flags=[FLAG_LLM_ONLY],
     )
     if chosen is not None:
         entity = replace(_with_code(entity, chosen), confidence=round(settings.llm_only_confidence * chosen.score, 4))
-    return replace(entity, entity_id=_entity_id(document_id, entity))
+    return replace(entity, entity_id=deterministic_entity_id(document_id, entity))

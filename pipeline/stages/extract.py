@@ -14,6 +14,9 @@ from pipeline.records import OcrLine
 from pipeline.stages.base import Resources, Stage
 
 
+MIN_TYPE_CONFIDENCE = 0.6  # below it, a page is read as an untyped document
+
+
 class LexiconExtractStage(Stage):
     """Sections, dictionary spotting and patterns over OCR rows; CPU only."""
 
@@ -40,6 +43,9 @@ class LexiconExtractStage(Stage):
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
-        entities = self.extractor.extract(row["document_id"], row["page_index"], group_rows(lines))
+        # The classifier's type says what unheaded rows are; an unsure type is not relied on.
+        confident = (row.get("document_type_confidence") or 0.0) >= MIN_TYPE_CONFIDENCE
+        document_type = row.get("document_type_predicted") if confident else "other"
+        entities = self.extractor.extract(row["document_id"], row["page_index"], group_rows(lines), document_type)
         row["entities"] = [entity.to_row() for entity in entities]
         return row

@@ -136,6 +136,7 @@ def discharge_summary() -> DocumentBundle:
             16,
             section="family history",
             assertion="family",
+            relationship="MTH",
             code="C50.919",
             code_system=ICD10CM,
         ),
@@ -378,8 +379,9 @@ def test_every_expected_resource_type_is_written_without_failures(result: Assemb
         "DiagnosticReport": 1,
         "Procedure": 1,
         "Provenance": 2,
+        "FamilyMemberHistory": 1,
     }
-    assert result.skipped == {"allergy:negated": 1, "diagnosis:family": 1, "diagnosis:negated": 1}
+    assert result.skipped == {"allergy:negated": 1, "diagnosis:negated": 1}
 
 
 def test_every_resource_reparses_with_the_r4b_model(result: AssemblyResult) -> None:
@@ -440,12 +442,124 @@ def test_conditions_codes_statuses_and_categories(result: AssemblyResult) -> Non
     assert uncoded["code"] == {"text": "chronic low back pain"}
 
 
-def test_negated_and_family_diagnoses_are_not_written(result: AssemblyResult) -> None:
+def test_negated_and_family_diagnoses_are_not_the_patients_conditions(result: AssemblyResult) -> None:
     conditions = parsed(result, "Condition")
     written_codes = {code for c in conditions for _, code in codes(c)}
     assert "I26.99" not in written_codes
     assert "C50.919" not in written_codes
     assert not any("pulmonary embolism" in c["code"]["text"] for c in conditions)
+
+
+def test_family_history_is_a_family_member_history(result: AssemblyResult) -> None:
+    (history,) = parsed(result, "FamilyMemberHistory")
+    (patient,) = parsed(result, "Patient")
+
+    assert history["status"] == "completed"
+    assert history["patient"]["reference"] == f"Patient/{patient['id']}"
+    assert history["relationship"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH", "display": "mother"}]
+    assert codes(history["condition"][0]) == {(ICD10CM, "C50.919")}
+    provenance_targets = {t["reference"] for p in parsed(result, "Provenance") for t in p["target"]}
+    assert f"FamilyMemberHistory/{history['id']}" in provenance_targets
+
+
+def test_unnamed_relative_is_a_generic_family_member() -> None:
+    document = discharge_summary()
+    for e in document.entities:
+        if e.entity_id == "ds-dx7":
+            e.relationship = None
+    (history,) = parsed(assemble([document]), "FamilyMemberHistory")
+
+    assert history["relationship"]["coding"][0]["code"] == "FAMMEMB"
+
+
+def single_entity_document(*entities: Entity, document_type: str = "discharge_summary") -> DocumentBundle:
+    return DocumentBundle(facility_id="FAC01", document_id="DOC-X", source_uri="s3://archive/FAC01/DOC-X.pdf",
+                          media_type="application/pdf", document_type=document_type, page_count=1,
+                          patient_key=PATIENT_KEY, entities=[*demographics("x"), *entities])
+
+
+def test_dosage_timing_prn_duration_and_route() -> None:
+    oxycodone = entity("x-med", "medication", "Oxycodone 5 mg", 20, section="discharge medications",
+                       status="active", dose_value=5.0, dose_unit="mg", route="PO", frequency="Q4-6H",
+                       timing_frequency=1, timing_period=4.0, timing_period_max=6.0, timing_period_unit="h",
+                       as_needed=True, as_needed_for="pain", duration_value=7.0, duration_unit="d")
+    result = assemble([single_entity_document(oxycodone)])
+    (request,) = parsed(result, "MedicationRequest")
+
+    assert result.failures == []
+    dosage = request["dosageInstruction"][0]
+    assert dosage["timing"] == {"code": {"text": "Q4-6H"}, "repeat": {
+        "frequency": 1, "period": 4.0, "periodMax": 6.0, "periodUnit": "h",
+        "boundsDuration": {"value": 7.0, "unit": "d", "system": UCUM, "code": "d"}}}
+    assert dosage["asNeededCodeableConcept"] == {"text": "pain"}
+    assert dosage["route"]["coding"][0]["code"] == "26643006"
+    assert "reportedBoolean" not in request and request["status"] == "active"
+
+
+def test_prn_without_reason_is_as_needed_boolean_and_stopped_medication() -> None:
+    held = entity("x-med", "medication", "Lisinopril 10 mg", 20, section="home medications", status="stopped",
+                  dose_value=10.0, dose_unit="mg", frequency="PRN", as_needed=True)
+    (request,) = parsed(assemble([single_entity_document(held)]), "MedicationRequest")
+
+    assert request["status"] == "stopped"
+    assert request["dosageInstruction"][0]["asNeededBoolean"] is True
+    assert "repeat" not in request["dosageInstruction"][0]["timing"]
+
+
+def test_prescription_requests_are_orders() -> None:
+    rx = entity("x-med", "medication", "Amoxicillin 500 mg", 20, section="prescription", status="active",
+                dose_value=500.0, dose_unit="mg", route="PO", frequency="TID")
+    (request,) = parsed(assemble([single_entity_document(rx, document_type="prescription")]), "MedicationRequest")
+
+    assert request["intent"] == "order"
+    assert request["dosageInstruction"][0]["timing"]["repeat"] == {"frequency": 3, "period": 1, "periodUnit": "d"}
+
+
+@pytest.mark.parametrize("status, assertion, clinical", [("active", "present", "active"),
+                                                         ("resolved", "present", "resolved"),
+                                                         ("history", "historical", "inactive")])
+def test_condition_clinical_status_from_diagnosis_status(status: str, assertion: str, clinical: str) -> None:
+    dx = entity("x-dx", "diagnosis", "Pneumonia", 20, section="problem list", status=status, assertion=assertion)
+    (condition,) = parsed(assemble([single_entity_document(dx)]), "Condition")
+
+    assert condition["clinicalStatus"]["coding"][0]["code"] == clinical
+
+
+def test_hypothetical_diagnosis_is_not_written() -> None:
+    dx = entity("x-dx", "diagnosis", "pulmonary embolism", 20, section="assessment", assertion="hypothetical")
+    result = assemble([single_entity_document(dx)])
+
+    assert parsed(result, "Condition") == [] and result.skipped == {"diagnosis:hypothetical": 1}
+
+
+def test_allergy_reaction_severity() -> None:
+    severe = entity("x-all", "allergy", "Penicillin", 20, section="allergies", value="anaphylaxis",
+                    severity="severe")
+    unseen = entity("x-all2", "allergy", "Codeine", 21, section="allergies", severity="mild")
+    result = assemble([single_entity_document(severe, unseen)])
+    allergies = {a["code"]["text"]: a for a in parsed(result, "AllergyIntolerance")}
+
+    assert allergies["Penicillin"]["reaction"] == [{"manifestation": [{"text": "anaphylaxis"}], "severity": "severe"}]
+    assert "reaction" not in allergies["Codeine"]
+    assert result.skipped == {"allergy:severity-without-reaction": 1}
+
+
+def test_one_sided_reference_range_keeps_its_text() -> None:
+    ldl = lab("x-ldl", "LDL 130 mg/dL", 20, "13457-7", 130.0, "mg/dL", reference_high=100.0, reference_text="<100",
+              interpretation="H")
+    (observation,) = parsed(assemble([single_entity_document(ldl)]), "Observation")
+
+    assert observation["referenceRange"] == [
+        {"high": {"value": 100.0, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}, "text": "<100"}]
+    assert observation["interpretation"][0]["coding"][0]["code"] == "H"
+
+
+def test_procedure_with_a_year_only_date() -> None:
+    procedure = entity("x-proc", "procedure", "Appendectomy", 20, section="past surgical history", value="2019")
+    (written,) = parsed(assemble([single_entity_document(procedure)]), "Procedure")
+
+    assert written["performedDateTime"] == "2019"
 
 
 def test_medication_requests(result: AssemblyResult) -> None:
@@ -654,3 +768,17 @@ def test_majority_wins_when_documents_disagree_and_patient_needs_review() -> Non
 
     (agreeing,) = parsed(assemble([discharge_summary(), lab_report()]), "Patient")
     assert ("urn:medrec:review", "requires-review") not in tags(agreeing)
+
+
+@pytest.mark.parametrize("route, code", [("PO", "26643006"), ("by mouth", "26643006"), ("subq", "34206005"),
+                                         ("INH", "447694001"), ("SQ", "34206005")])
+def test_route_as_written_or_canonical_gets_its_snomed_code(route: str, code: str) -> None:
+    from pipeline.assemble.vocabulary import route_concept
+
+    assert route_concept(route).code == code
+
+
+def test_unknown_route_has_no_code() -> None:
+    from pipeline.assemble.vocabulary import route_concept
+
+    assert route_concept("intrathecal pump") is None

@@ -33,7 +33,8 @@ def classify(rows: list[dict]) -> list[dict]:
 
 
 def row(lines: list[dict] | None, page_index: int = 0, **values) -> dict:
-    return {"facility_id": "fac-1", "document_id": "doc-1", "page_index": page_index, "source_uri": "/r/doc-1.pdf",
+    values.setdefault("document_id", "doc-1")
+    return {"facility_id": "fac-1", "page_index": page_index, "source_uri": "/r/doc-1.pdf",
             "sha256": "0" * 64, "media_type": "application/pdf", "lines": lines, **values}
 
 
@@ -50,14 +51,40 @@ def test_page_with_its_cues_is_classified(document_type: str) -> None:
 
 
 def test_cues_split_across_ocr_lines_and_case_still_match() -> None:
-    assert classify_text("Discharge\n   summary")[0] == "discharge_summary"
+    assert classify_text("Discharge\n   summary\nAdmission date: 03/02/2024")[0] == "discharge_summary"
 
 
-def test_weak_evidence_gives_low_confidence() -> None:
+def test_weak_evidence_is_other() -> None:
     kind, confidence = classify_text("Specimen received.")
 
-    assert kind == "lab_report"
-    assert 0 < confidence < 0.5
+    assert kind == "other"
+    assert 0 < confidence <= 0.5
+
+
+def test_two_types_equally_cued_give_a_low_confidence() -> None:
+    kind, confidence = classify_text("REFERRAL\nINVOICE")
+
+    assert kind in ("referral_letter", "billing")
+    assert confidence <= 0.5
+
+
+def test_a_cue_in_the_title_outweighs_the_same_cue_in_the_body() -> None:
+    body = ["Line one", "Line two", "Line three", "We discussed the invoice.", "Progress note follows",
+            "Subjective: feels well"]
+
+    assert classify_text("\n".join(body))[0] == "progress_note"
+    assert classify_text("\n".join(["INVOICE"] + body))[0] == "billing"
+
+
+def test_pages_of_one_document_agree() -> None:
+    title_page = row(text_lines(*PAGES["discharge_summary"]), page_index=0)
+    continuation = row(text_lines("Page 2 of 2", "Continued from previous page"), page_index=1)
+    other_document = row(text_lines(*PAGES["billing"]), page_index=0, document_id="doc-2")
+
+    out = classify([title_page, continuation, other_document])
+
+    assert [r["document_type_predicted"] for r in out] == ["discharge_summary", "discharge_summary", "billing"]
+    assert out[0]["document_type_confidence"] == out[1]["document_type_confidence"] >= 0.9
 
 
 @pytest.mark.parametrize("lines", [text_lines("Page 2 of 3", "Continued from previous page"), [], None])

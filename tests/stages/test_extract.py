@@ -55,3 +55,15 @@ def test_rows_failed_upstream_pass_through_untouched(stage: LexiconExtractStage)
     batch = page_rows_to_table([failed])
 
     assert stage.process_batch(batch).to_pylist() == batch.to_pylist()
+
+
+@pytest.mark.parametrize("confidence, kinds", [(0.9, ["medication"]), (0.3, [])])
+def test_a_confident_document_type_decides_what_unheaded_lines_are(stage: LexiconExtractStage, confidence: float,
+                                                                   kinds: list[str]) -> None:
+    # A dose without a unit is no strict medication match: only a prescription's lines are read as medications.
+    unheaded = lines((80, 70, "Dr. A. Smith, 1 Main St"), (80, 130, "Metformin 500 BID"))
+
+    (out,) = stage.process_batch(page_rows_to_table([row(unheaded, document_type_predicted="prescription",
+                                                         document_type_confidence=confidence)])).to_pylist()
+
+    assert [e["kind"] for e in out["entities"]] == kinds
