@@ -1,17 +1,24 @@
 """Extract stage (lexicon backend): page lines -> entity mentions with assertion.
 
-The dictionaries come from the terminology index, loaded once per actor in setup.
+The dictionaries come from the terminology index, loaded once per actor in setup. Layout
+comes first: lines are put in reading order (columns), split key-value fields joined,
+result tables read cell by cell, and check boxes (found on the image by the OCR stage)
+turned into findings under the heading they sit in.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.layout import group_rows
-from pipeline.lexicon import LexiconExtractor, Lexicons
-from pipeline.records import OcrLine
+from pipeline.checkboxes import AMBIGUOUS, CHECKED
+from pipeline.layout import (Row, Table, find_tables, join_key_values, reading_order, split_line, straighten,
+                             union_bbox)
+from pipeline.lexicon import SECTIONS, LexiconExtractor, Lexicons, _entity_id, ucum
+from pipeline.records import CheckboxMark, Entity, OcrLine
 from pipeline.stages.base import Resources, Stage
+from pipeline.terminology import normalise_term
 
 
 class LexiconExtractStage(Stage):
@@ -39,7 +46,143 @@ class LexiconExtractStage(Stage):
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"
+        document_id, page = row["document_id"], row["page_index"]
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
-        entities = self.extractor.extract(row["document_id"], row["page_index"], group_rows(lines))
-        row["entities"] = [entity.to_row() for entity in entities]
+        marks = [CheckboxMark.from_row(mark) for mark in row.get("checkboxes") or []]
+        # Check-box labels are read with their boxes, never as list items of their section.
+        labels = {line_id for mark in marks for line_id in mark.label_line_ids}
+        # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
+        straight = straighten([line for line in lines if line.line_id not in labels])
+        rows = [join_key_values(r) for r in reading_order(straight)]
+        tables = find_tables(rows)
+        in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
+        entities = self.extractor.extract(document_id, page, [r for r in rows if id(r) not in in_tables])
+        found = table_lab_entities(tables, self.extractor.lexicons.labs, page) + checkbox_entities(marks, rows, lines, page)
+        for entity in found:
+            entity.entity_id = _entity_id(document_id, entity)
+        by_id = {line.line_id: line for line in lines}
+        for entity in entities + found:
+            if entity.attribute != "checkbox" and entity.line_ids:  # a box's provenance is the box
+                entity.bbox = union_bbox([by_id[i] for i in entity.line_ids if i in by_id])
+        row["entities"] = [entity.to_row() for entity in entities + found]
         return row
+
+
+def _layout_entity(kind: str, text: str, section: str, assertion: str, page: int, lines: list[OcrLine],
+                   bbox: list[float], strength: float) -> Entity:
+    confidence = min((line.confidence for line in lines), default=0.0)
+    return Entity(entity_id="", kind=kind, text=text, section=section, assertion=assertion, page_index=page,
+                  line_ids=[line.line_id for line in lines], bbox=bbox, ocr_confidence=confidence,
+                  confidence=round(confidence * strength, 4))
+
+
+# Result tables ---------------------------------------------------------------------------
+
+_VALUE = re.compile(r"[<>]?\d+(?:\.\d+)?")
+_RANGE = re.compile(r"(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)")
+FLAGS = {"H": "H", "L": "L", "HH": "HH", "LL": "LL", "A": "A", "N": "N", "HIGH": "H", "LOW": "L", "*": "A"}
+
+
+def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[Entity]:
+    """Lab results from table rows whose test is a known lab and whose result is a number.
+
+    Each field comes from its own column; a missing flag is derived from the reference
+    range, a missing unit or range stays empty.
+    """
+    entities = []
+    for table in tables:
+        for body in table.rows:
+            name, value = body.text("name"), _VALUE.search(body.text("value") or "")
+            if not name or not value or normalise_term(name) not in labs:
+                continue
+            lines = [line for cell in body.cells.values() for line in cell.lines]
+            entity = _layout_entity("lab", name, "results", "present", page, list({id(l): l for l in lines}.values()),
+                                    body.row.bbox, strength=1.0)
+            entity.value, entity.value_num = value.group(0), float(value.group(0).lstrip("<>"))
+            entity.unit = ucum(body.text("unit"))
+            reference = _RANGE.search(body.text("range") or "")
+            if reference:
+                entity.reference_low, entity.reference_high = float(reference.group(1)), float(reference.group(2))
+            flag = FLAGS.get((body.text("flag") or "").strip().upper())
+            entity.interpretation = flag or LexiconExtractor._interpret(entity)
+            entities.append(entity)
+    return entities
+
+
+# Check boxes -----------------------------------------------------------------------------
+
+_CHECKLIST_WORDS = ("history", "problem", "condition", "diagnos", "illness")
+_FINDING_ROLES = ("checklist", "diagnoses", "narrative", "family")
+
+
+def _heading(row: Row) -> tuple[str, str] | None:
+    """(section, role) when a row is a section heading (with or without its colon)."""
+    name = normalise_term(re.split(r"[(:]", row.lines[0].text, maxsplit=1)[0])
+    if name in SECTIONS:
+        return SECTIONS[name]
+    if row.lines[0].text.rstrip().endswith(":") or row.lines[0].text.isupper():
+        if "family" in name:
+            return name, "family"
+        if any(word in name for word in _CHECKLIST_WORDS):
+            return name, "checklist"
+        return name, "other"
+    return None
+
+
+def _section_above(mark: CheckboxMark, rows: list[Row]) -> tuple[str, str] | None:
+    """The nearest heading above the box whose left edge is not right of the box."""
+    above = [row for row in rows if row.bbox[3] <= mark.bbox[1] + 2 and row.bbox[0] <= mark.bbox[2]]
+    for row in sorted(above, key=lambda r: r.bbox[3], reverse=True):
+        heading = _heading(row)
+        if heading:
+            return heading
+    return None
+
+
+def _text_left_of(mark: CheckboxMark, lines: list[OcrLine]) -> tuple[str, OcrLine] | None:
+    """The text printed left of a box on its row ("Chest pain" before its Yes/No boxes)."""
+    height = mark.bbox[3] - mark.bbox[1]
+    before = [line for line in lines if line.bbox[0] < mark.bbox[0] - height
+              and min(line.bbox[3], mark.bbox[3]) - max(line.bbox[1], mark.bbox[1]) >= 0.5 * height]
+    for line in sorted(before, key=lambda l: l.bbox[0], reverse=True):
+        text = split_line(line, [mark.bbox[0]])[0].strip(" []()_|:;")
+        if text and normalise_term(text) not in ("yes", "no"):
+            return text, line
+    return None
+
+
+def checkbox_entities(marks: list[CheckboxMark], rows: list[Row], lines: list[OcrLine], page: int) -> list[Entity]:
+    """Findings from marked boxes under a history/problem heading.
+
+    A checked box is a present finding (family under a family-history heading); an
+    unchecked one says nothing. On a Yes/No row the finding is the text left of the boxes
+    and a checked "No" negates it. A faint mark is kept as a low-confidence finding flagged
+    for review. Provenance is the box's own bounding box.
+    """
+    by_id = {line.line_id: line for line in lines}
+    entities = []
+    for mark in marks:
+        if mark.state not in (CHECKED, AMBIGUOUS) or not mark.label:
+            continue
+        section = _section_above(mark, rows)
+        if section is None or section[1] not in _FINDING_ROLES:
+            continue
+        label_lines = [by_id[i] for i in mark.label_line_ids if i in by_id]
+        text, assertion = mark.label, "family" if section[1] == "family" else "present"
+        answer = normalise_term(mark.label)
+        if answer in ("yes", "no"):
+            left = _text_left_of(mark, lines)
+            if left is None:
+                continue
+            text, question_line = left
+            label_lines.append(question_line)
+            if answer == "no":
+                assertion = "negated"
+        entity = _layout_entity("diagnosis", text, section[0], assertion, page, label_lines,
+                                [float(v) for v in mark.bbox], strength=0.95 if mark.state == CHECKED else 0.4)
+        entity.attribute = "checkbox"
+        if mark.state == AMBIGUOUS:
+            entity.flags = ["checkbox_ambiguous"]
+            entity.requires_review = True
+        entities.append(entity)
+    return entities
