@@ -8,6 +8,8 @@ letter whose four sides are (nearly) solid lines; its state comes from the ink i
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy import ndimage
 
@@ -33,7 +35,9 @@ def _ink_threshold(gray: np.ndarray) -> float:
     total_weight, total_mean = weight[-1], mean[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total_mean * weight - mean * total_weight) ** 2 / (weight * (total_weight - weight))
-    return float(np.nanargmax(between))
+    # A clean two-tone page leaves a plateau of equally good thresholds: take its middle.
+    best = np.flatnonzero(np.nan_to_num(between, nan=-1.0) >= np.nanmax(between) * (1 - 1e-9))
+    return float(best[0] + best[-1]) / 2
 
 
 def _is_outline(component: np.ndarray) -> bool:
@@ -49,7 +53,7 @@ def detect_checkboxes(gray: np.ndarray, dpi: int) -> list[CheckboxMark]:
     """Check boxes on an 8-bit grayscale page (H x W), top to bottom, left to right."""
     threshold = _ink_threshold(gray)
     paper = float(np.percentile(gray, 90))
-    ink = gray < threshold
+    ink = gray <= threshold
     # A faint mark (light pencil, a weak scan) is lighter than the ink threshold but clearly
     # darker than the paper.
     faint = gray < paper - 0.25 * max(paper - threshold, 1.0)
@@ -92,17 +96,30 @@ def attach_labels(marks: list[CheckboxMark], lines: list[OcrLine]) -> list[Check
         side = x1 - x0
         neighbours = [m.bbox[0] for m in marks if m is not mark and m.bbox[0] > x1 and _same_baseline(m.bbox, mark.bbox)]
         stop = min(neighbours, default=float("inf"))
-        candidates = [line for line in lines
-                      if _same_baseline(line.bbox, mark.bbox) and line.bbox[2] > x1 and line.bbox[0] < stop
-                      and line.bbox[0] >= x0 - side and line.bbox[0] - x1 <= 4 * side]
-        if not candidates:
-            continue
-        line = min(candidates, key=lambda l: l.bbox[0])
         bounds = [x1 - 0.2 * side] + ([stop] if stop != float("inf") else [])
-        label = split_line(line, bounds)[1].strip(" []()_|:;")
-        if label:
-            mark.label, mark.label_line_ids = label, [line.line_id]
+        candidates = [line for line in lines
+                      if _same_baseline(line.bbox, mark.bbox) and line.bbox[2] > x1 + 0.5 * side
+                      and line.bbox[0] < stop and line.bbox[0] - x1 <= 4 * side]
+        for line in sorted(candidates, key=lambda l: max(l.bbox[0], x1)):
+            label = split_line(_right_of_box(line, mark.bbox), bounds)[1].strip(" []()_|:;")
+            if label:
+                mark.label, mark.label_line_ids = label, [line.line_id]
+                break
     return marks
+
+
+# What OCR makes of a box at the start of its label: a symbol, or a lone X / V for a mark.
+_BOX_GLYPH = re.compile(r"^\s*(?:[^\w\s]+|[xXvV])\s+")
+
+
+def _right_of_box(line: OcrLine, box: list[float]) -> OcrLine:
+    """The line as if it began at the box's right edge, when the detector's box for the
+    line swallowed the check box (its text may or may not carry a glyph for it)."""
+    box_left, box_right = box[0], box[2]
+    if not box_left - 0.5 * (box_right - box_left) <= line.bbox[0] < box_right:
+        return line
+    text = _BOX_GLYPH.sub("", line.text, count=1)
+    return OcrLine(line.line_id, text, line.confidence, line.polygon, [box_right, *line.bbox[1:]])
 
 
 def _same_baseline(a: list[float], b: list[float]) -> bool:

@@ -93,21 +93,31 @@ def straighten(lines: list[OcrLine]) -> list[OcrLine]:
 
 # Token geometry -------------------------------------------------------------------------
 
-def split_line(line: OcrLine, bounds: list[float]) -> list[str]:
+def split_line(line: OcrLine, bounds: list[float], char_width: float | None = None) -> list[str]:
     """The text of `line` cut at the x positions `bounds` (ascending), one piece per span.
 
     OCR sometimes joins neighbouring cells into one line; a word's x is estimated from its
-    character offset (type is close to monospaced at this scale), and each word goes to
-    the span its start falls in.
+    character offset, and each word goes to the span its start falls in. With the page's
+    `char_width`, a line much wider than its characters hides one wide gap (OCR writes it
+    as one space): it is put before the word that then starts closest after a boundary.
     """
-    pieces: list[list[str]] = [[] for _ in range(len(bounds) + 1)]
-    width = (line.bbox[2] - line.bbox[0]) / max(len(line.text), 1)
-    offset = 0
+    words, offset = [], 0
     for word in line.text.split():
         offset = line.text.index(word, offset)
-        x = line.bbox[0] + offset * width
-        pieces[sum(1 for bound in bounds if x >= bound)].append(word)
+        words.append((offset, word))
         offset += len(word)
+    width = line.bbox[2] - line.bbox[0]
+    step = char_width or width / max(len(line.text), 1)
+    xs = [line.bbox[0] + offset * step for offset, _ in words]
+    excess = width - len(line.text) * step
+    if char_width and excess > 2 * step and len(words) > 1 and bounds:
+        def distance(i: int) -> float:
+            return min((xs[i] + excess - b for b in bounds if xs[i] + excess >= b), default=float("inf"))
+        gap = min(range(1, len(words)), key=distance)
+        xs = [x + (excess if i >= gap else 0.0) for i, x in enumerate(xs)]
+    pieces: list[list[str]] = [[] for _ in range(len(bounds) + 1)]
+    for x, (_, word) in zip(xs, words):
+        pieces[sum(1 for bound in bounds if x >= bound)].append(word)
     return [" ".join(words) for words in pieces]
 
 
@@ -273,10 +283,10 @@ def _header_roles(row: Row) -> list[str] | None:
     return roles  # type: ignore[return-value]
 
 
-def _cells(row: Row, roles: list[str], bounds: list[float]) -> dict[str, Cell]:
+def _cells(row: Row, roles: list[str], bounds: list[float], char_width: float) -> dict[str, Cell]:
     cells: dict[str, Cell] = {}
     for line in row.lines:
-        for role, piece in zip(roles, split_line(line, bounds)):
+        for role, piece in zip(roles, split_line(line, bounds, char_width)):
             if piece:
                 cell = cells.setdefault(role, Cell("", []))
                 cell.text = f"{cell.text} {piece}".strip()
@@ -302,13 +312,15 @@ def find_tables(rows: list[Row]) -> list[Table]:
         header = rows[i]
         bounds = [(a.bbox[2] + b.bbox[0]) / 2 for a, b in zip(header.lines, header.lines[1:])]
         table = Table(header, roles, bounds, [])
+        # Header words are single cells: their width per character is the type's.
+        char_width = median((line.bbox[2] - line.bbox[0]) / max(len(line.text), 1) for line in header.lines)
         pitch = header.bbox[3] - header.bbox[1]
         previous = header
         i += 1
         while i < len(rows):
             row = rows[i]
             gap = row.bbox[1] - previous.bbox[3]
-            cells = _cells(row, roles, bounds)
+            cells = _cells(row, roles, bounds, char_width)
             prose = len(row.lines) == 1 and not any(ch.isdigit() for ch in row.lines[0].text)
             if gap > 1.6 * max(pitch, previous.bbox[3] - previous.bbox[1]) or prose or len(cells) < 2:
                 break

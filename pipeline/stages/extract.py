@@ -49,15 +49,18 @@ class LexiconExtractStage(Stage):
         document_id, page = row["document_id"], row["page_index"]
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
         marks = [CheckboxMark.from_row(mark) for mark in row.get("checkboxes") or []]
-        # Check-box labels are read with their boxes, never as list items of their section.
-        labels = {line_id for mark in marks for line_id in mark.label_line_ids}
+        questions = yes_no_questions(marks, lines)
+        # Check-box labels and Yes/No questions are read with their boxes, never as list
+        # items of their section.
+        taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
         # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
-        straight = straighten([line for line in lines if line.line_id not in labels])
+        straight = straighten([line for line in lines if line.line_id not in taken])
         rows = [join_key_values(r) for r in reading_order(straight)]
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
         entities = self.extractor.extract(document_id, page, [r for r in rows if id(r) not in in_tables])
-        found = table_lab_entities(tables, self.extractor.lexicons.labs, page) + checkbox_entities(marks, rows, lines, page)
+        found = (table_lab_entities(tables, self.extractor.lexicons.labs, page)
+                 + checkbox_entities(marks, questions, rows, lines, page))
         for entity in found:
             entity.entity_id = _entity_id(document_id, entity)
         by_id = {line.line_id: line for line in lines}
@@ -139,6 +142,9 @@ def _section_above(mark: CheckboxMark, rows: list[Row]) -> tuple[str, str] | Non
     return None
 
 
+_ANSWERS = ("yes", "no")
+
+
 def _text_left_of(mark: CheckboxMark, lines: list[OcrLine]) -> tuple[str, OcrLine] | None:
     """The text printed left of a box on its row ("Chest pain" before its Yes/No boxes)."""
     height = mark.bbox[3] - mark.bbox[1]
@@ -146,12 +152,24 @@ def _text_left_of(mark: CheckboxMark, lines: list[OcrLine]) -> tuple[str, OcrLin
               and min(line.bbox[3], mark.bbox[3]) - max(line.bbox[1], mark.bbox[1]) >= 0.5 * height]
     for line in sorted(before, key=lambda l: l.bbox[0], reverse=True):
         text = split_line(line, [mark.bbox[0]])[0].strip(" []()_|:;")
-        if text and normalise_term(text) not in ("yes", "no"):
+        if text and normalise_term(text) not in _ANSWERS:
             return text, line
     return None
 
 
-def checkbox_entities(marks: list[CheckboxMark], rows: list[Row], lines: list[OcrLine], page: int) -> list[Entity]:
+def yes_no_questions(marks: list[CheckboxMark], lines: list[OcrLine]) -> dict[int, tuple[str, OcrLine]]:
+    """For each Yes/No box (by index), the question printed left of it on its row."""
+    questions = {}
+    for index, mark in enumerate(marks):
+        if mark.label and normalise_term(mark.label) in _ANSWERS:
+            question = _text_left_of(mark, lines)
+            if question:
+                questions[index] = question
+    return questions
+
+
+def checkbox_entities(marks: list[CheckboxMark], questions: dict[int, tuple[str, OcrLine]], rows: list[Row],
+                      lines: list[OcrLine], page: int) -> list[Entity]:
     """Findings from marked boxes under a history/problem heading.
 
     A checked box is a present finding (family under a family-history heading); an
@@ -161,7 +179,7 @@ def checkbox_entities(marks: list[CheckboxMark], rows: list[Row], lines: list[Oc
     """
     by_id = {line.line_id: line for line in lines}
     entities = []
-    for mark in marks:
+    for index, mark in enumerate(marks):
         if mark.state not in (CHECKED, AMBIGUOUS) or not mark.label:
             continue
         section = _section_above(mark, rows)
@@ -170,11 +188,10 @@ def checkbox_entities(marks: list[CheckboxMark], rows: list[Row], lines: list[Oc
         label_lines = [by_id[i] for i in mark.label_line_ids if i in by_id]
         text, assertion = mark.label, "family" if section[1] == "family" else "present"
         answer = normalise_term(mark.label)
-        if answer in ("yes", "no"):
-            left = _text_left_of(mark, lines)
-            if left is None:
+        if answer in _ANSWERS:
+            if index not in questions:
                 continue
-            text, question_line = left
+            text, question_line = questions[index]
             label_lines.append(question_line)
             if answer == "no":
                 assertion = "negated"
