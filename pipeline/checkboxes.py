@@ -108,8 +108,9 @@ def attach_labels(marks: list[CheckboxMark], lines: list[OcrLine]) -> list[Check
     return marks
 
 
-# What OCR makes of a box at the start of its label: a symbol, or a lone X / V for a mark.
-_BOX_GLYPH = re.compile(r"^\s*(?:[^\w\s]+|[xXvV])\s+")
+# What OCR makes of a box at the start of its label: a symbol ("□", CJK look-alikes such
+# as "口"), or a lone X / V for a mark.
+_BOX_GLYPH = re.compile(r"^\s*(?:[^\w\s]+\s*|[口区回]\s*|[xXvV]\s+)")
 
 
 def _right_of_box(line: OcrLine, box: list[float]) -> OcrLine:
