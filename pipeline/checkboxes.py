@@ -22,8 +22,8 @@ AMBIGUOUS = "ambiguous"
 
 MIN_SIDE_IN, MAX_SIDE_IN = 0.07, 0.45  # a box is between a small letter and half an inch
 SIDE_COVERAGE = 0.85  # share of each side's length that must be inked
-CHECKED_INK = 0.08  # interior share of dark ink from which a box is checked
-FAINT_INK = 0.03  # interior share of (any) marking above which an unchecked box is ambiguous
+CHECKED_INK = 0.15  # interior share of dark ink from which a box is checked (an X or tick covers ~0.5)
+FAINT_INK = 0.15  # interior share of faint marking from which an unchecked box is ambiguous
 
 
 def _ink_threshold(gray: np.ndarray) -> float:
@@ -52,11 +52,14 @@ def _is_outline(component: np.ndarray) -> bool:
 def detect_checkboxes(gray: np.ndarray, dpi: int) -> list[CheckboxMark]:
     """Check boxes on an 8-bit grayscale page (H x W), top to bottom, left to right."""
     threshold = _ink_threshold(gray)
-    paper = float(np.percentile(gray, 90))
     ink = gray <= threshold
-    # A faint mark (light pencil, a weak scan) is lighter than the ink threshold but clearly
-    # darker than the paper.
-    faint = gray < paper - 0.25 * max(paper - threshold, 1.0)
+    paper_pixels = gray[~ink]
+    paper = float(np.median(paper_pixels)) if paper_pixels.size else 255.0
+    noise = 1.4826 * float(np.median(np.abs(paper_pixels - paper))) if paper_pixels.size else 0.0
+    ink_level = float(np.median(gray[ink])) if ink.any() else 0.0
+    # A faint mark (light pencil, a weak scan) is lighter than the ink threshold but darker
+    # than the paper by more than its noise (speckle, JPEG ringing) and a share of the contrast.
+    faint = gray < paper - max(3.5 * noise, 0.15 * (paper - ink_level))
     labels, _ = ndimage.label(ink, structure=np.ones((3, 3), dtype=bool))
     min_side, max_side = MIN_SIDE_IN * dpi, MAX_SIDE_IN * dpi
     marks = []

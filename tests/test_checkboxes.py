@@ -111,3 +111,17 @@ def test_page_checkboxes_gives_the_page_row_column() -> None:
     assert row == {"bbox": [100.0, 100.0, 124.0, 124.0], "state": CHECKED, "ink": row["ink"], "label": "Asthma",
                    "label_line_ids": [0]}
     assert CheckboxMark.from_row(row).label == "Asthma"
+
+
+def test_noisy_scans_keep_empty_boxes_empty() -> None:
+    from pipeline.synth.documents import Checkbox, CheckboxLine
+    from pipeline.synth.render import draw_page, scan_noise
+
+    row = CheckboxLine([Checkbox(0.08, "Diabetes", True), Checkbox(0.38, "Asthma", False),
+                        Checkbox(0.68, "Gout", False)])
+    clean = draw_page([row, row, row], DPI)
+
+    for seed in range(4):  # speckle, blur and JPEG ringing inside an empty box are not a mark
+        marks = detect_checkboxes(gray(scan_noise(clean, seed)), DPI)
+        assert len(marks) == 9, seed
+        assert all(m.state == (CHECKED if m.bbox[0] < 300 else UNCHECKED) for m in marks), seed
