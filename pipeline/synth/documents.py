@@ -321,7 +321,8 @@ def progress_note_two_column(rng: random.Random, patient: Patient, visit: Visit,
     w.text(f"Visit Date: {us_date(visit.start)}")
     w.line((0.08, ""))
     negated = rng.choice(cat.NEGATABLE_FINDINGS)
-    family_dx = rng.choice(cat.DIAGNOSES[:12])
+    # A column holds about 45 characters: long phrases would run into the right column.
+    family_dx = rng.choice([dx for dx in cat.DIAGNOSES if len(dx.phrase) <= 30])
     left: list[tuple[str, bool]] = [("SUBJECTIVE:", True), ("Follow-up visit.", False), (f"Denies {negated.phrase}.", False),
                                     ("", False), ("ASSESSMENT:", True)]
     w.fact("diagnoses", text=negated.phrase, code=negated.icd10cm, assertion="negated", section="subjective")
