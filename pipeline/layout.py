@@ -76,18 +76,33 @@ def skew_angle(lines: list[OcrLine]) -> float:
     return median(slopes) if slopes else 0.0
 
 
-def straighten(lines: list[OcrLine]) -> list[OcrLine]:
-    """Copies of the lines rotated so the page's text runs level; rows and columns of a
-    scan tilted by a degree or two then group as printed. Below 0.1 degree: unchanged."""
-    angle = skew_angle(lines)
+def _level(points: list[list[float]], angle: float) -> list[list[float]]:
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    return [[x * cos - y * sin, x * sin + y * cos] for x, y in points]
+
+
+def _bounds(points: list[list[float]]) -> list[float]:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def level_box(bbox: list[float], angle: float) -> list[float]:
+    """An axis-aligned box of the tilted page in the levelled page's coordinates."""
+    x0, y0, x1, y1 = bbox
+    return _bounds(_level([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], angle))
+
+
+def straighten(lines: list[OcrLine], angle: float | None = None) -> list[OcrLine]:
+    """Copies of the lines rotated by -`angle` (default: the page's `skew_angle`) so the
+    text runs level; rows and columns of a scan tilted by a degree or two then group as
+    printed. Below 0.1 degree: unchanged."""
+    angle = skew_angle(lines) if angle is None else angle
     if abs(angle) < math.radians(0.1):
         return lines
-    cos, sin = math.cos(-angle), math.sin(-angle)
     out = []
     for line in lines:
-        polygon = [[x * cos - y * sin, x * sin + y * cos] for x, y in line.polygon]
-        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
-        out.append(OcrLine(line.line_id, line.text, line.confidence, polygon, [min(xs), min(ys), max(xs), max(ys)]))
+        polygon = _level(line.polygon, angle)
+        out.append(OcrLine(line.line_id, line.text, line.confidence, polygon, _bounds(polygon)))
     return out
 
 

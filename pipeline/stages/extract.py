@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
-from pipeline.layout import (Row, Table, find_tables, join_key_values, reading_order, split_line, straighten,
-                             union_bbox)
+from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
+                             split_line, straighten, union_bbox)
 from pipeline.lexicon import SECTIONS, LexiconExtractor, Lexicons, _entity_id, ucum
 from pipeline.records import CheckboxMark, Entity, OcrLine
 from pipeline.stages.base import Resources, Stage
@@ -54,13 +54,13 @@ class LexiconExtractStage(Stage):
         # items of their section.
         taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
         # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
-        straight = straighten([line for line in lines if line.line_id not in taken])
-        rows = [join_key_values(r) for r in reading_order(straight)]
+        angle = skew_angle(lines)
+        rows = [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))]
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
         entities = self.extractor.extract(document_id, page, [r for r in rows if id(r) not in in_tables])
         found = (table_lab_entities(tables, self.extractor.lexicons.labs, page)
-                 + checkbox_entities(marks, questions, rows, lines, page))
+                 + checkbox_entities(marks, questions, rows, lines, page, angle))
         for entity in found:
             entity.entity_id = _entity_id(document_id, entity)
         by_id = {line.line_id: line for line in lines}
@@ -132,9 +132,9 @@ def _heading(row: Row) -> tuple[str, str] | None:
     return None
 
 
-def _section_above(mark: CheckboxMark, rows: list[Row]) -> tuple[str, str] | None:
+def _section_above(box: list[float], rows: list[Row]) -> tuple[str, str] | None:
     """The nearest heading above the box whose left edge is not right of the box."""
-    above = [row for row in rows if row.bbox[3] <= mark.bbox[1] + 2 and row.bbox[0] <= mark.bbox[2]]
+    above = [row for row in rows if row.bbox[3] <= box[1] + 2 and row.bbox[0] <= box[2]]
     for row in sorted(above, key=lambda r: r.bbox[3], reverse=True):
         heading = _heading(row)
         if heading:
@@ -169,7 +169,7 @@ def yes_no_questions(marks: list[CheckboxMark], lines: list[OcrLine]) -> dict[in
 
 
 def checkbox_entities(marks: list[CheckboxMark], questions: dict[int, tuple[str, OcrLine]], rows: list[Row],
-                      lines: list[OcrLine], page: int) -> list[Entity]:
+                      lines: list[OcrLine], page: int, angle: float = 0.0) -> list[Entity]:
     """Findings from marked boxes under a history/problem heading.
 
     A checked box is a present finding (family under a family-history heading); an
@@ -182,7 +182,7 @@ def checkbox_entities(marks: list[CheckboxMark], questions: dict[int, tuple[str,
     for index, mark in enumerate(marks):
         if mark.state not in (CHECKED, AMBIGUOUS) or not mark.label:
             continue
-        section = _section_above(mark, rows)
+        section = _section_above(level_box(mark.bbox, angle), rows)  # `rows` are levelled by `angle`
         if section is None or section[1] not in _FINDING_ROLES:
             continue
         label_lines = [by_id[i] for i in mark.label_line_ids if i in by_id]

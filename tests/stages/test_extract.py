@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,31 @@ def test_two_column_page_keeps_each_column_in_its_own_section(stage: LexiconExtr
 
     assert {e["text"] for e in by_kind(out, "diagnosis")} == {"Essential hypertension", "Gout"}
     assert [(e["text"], e["frequency"]) for e in by_kind(out, "medication")] == [("Metformin 500 mg", "BID")]
+
+
+def test_boxes_on_a_tilted_scan_find_their_heading(stage: LexiconExtractStage) -> None:
+    # Tilted 2 degrees with the right side raised: in scan pixels the box at the right edge
+    # sits higher than the bottom of its heading, level it sits below.
+    angle = -math.radians(2.0)
+
+    def tilt(points: list[list[float]]) -> list[list[float]]:
+        return [[x * math.cos(angle) - y * math.sin(angle), x * math.sin(angle) + y * math.cos(angle)]
+                for x, y in points]
+
+    def bounds(points: list[list[float]]) -> list[float]:
+        return [min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points),
+                max(p[1] for p in points)]
+
+    page = lines((80, 100, "PATIENT INTAKE FORM"), (80, 200, "MEDICAL HISTORY (check all that apply):"),
+                 (1030, 240, "Asthma"), (80, 300, "Address: 10 Oak St, Springfield, IL 62704"))
+    for line in page:
+        line["polygon"] = tilt(line["polygon"])
+        line["bbox"] = bounds(line["polygon"])
+    box = bounds(tilt([[992, 240], [1015, 240], [1015, 263], [992, 263]]))
+    heading_bottom = page[1]["bbox"][3]
+    assert box[1] < heading_bottom  # the failure a tilt causes without levelling
+    mark = {"bbox": box, "state": "checked", "ink": 0.5, "label": "Asthma", "label_line_ids": [2]}
+
+    (out,) = stage.process_batch(page_rows_to_table([row(page, checkboxes=[mark])])).to_pylist()
+
+    assert [(e["text"], e["section"]) for e in by_kind(out, "diagnosis")] == [("Asthma", "medical history")]
