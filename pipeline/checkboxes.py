@@ -120,7 +120,7 @@ def _right_of_box(line: OcrLine, box: list[float]) -> OcrLine:
     """The line as if it began at the box's right edge, when the detector's box for the
     line swallowed the check box (its text may or may not carry a glyph for it)."""
     box_left, box_right = box[0], box[2]
-    if not box_left - 0.5 * (box_right - box_left) <= line.bbox[0] < box_right:
+    if not box_left - (box_right - box_left) <= line.bbox[0] < box_right:
         return line
     text = _BOX_GLYPH.sub("", line.text, count=1)
     return OcrLine(line.line_id, text, line.confidence, line.polygon, [box_right, *line.bbox[1:]])

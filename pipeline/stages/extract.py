@@ -49,12 +49,12 @@ class LexiconExtractStage(Stage):
         document_id, page = row["document_id"], row["page_index"]
         lines = [OcrLine.from_row(line) for line in row["lines"] or []]
         marks = [CheckboxMark.from_row(mark) for mark in row.get("checkboxes") or []]
-        questions = yes_no_questions(marks, lines)
+        # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
+        angle = skew_angle(lines)
+        questions = yes_no_questions(marks, lines, angle)
         # Check-box labels and Yes/No questions are read with their boxes, never as list
         # items of their section.
         taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
-        # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
-        angle = skew_angle(lines)
         rows = [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))]
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
@@ -145,24 +145,27 @@ def _section_above(box: list[float], rows: list[Row]) -> tuple[str, str] | None:
 _ANSWERS = ("yes", "no")
 
 
-def _text_left_of(mark: CheckboxMark, lines: list[OcrLine]) -> tuple[str, OcrLine] | None:
+def _text_left_of(box: list[float], lines: list[OcrLine]) -> tuple[str, OcrLine] | None:
     """The text printed left of a box on its row ("Chest pain" before its Yes/No boxes)."""
-    height = mark.bbox[3] - mark.bbox[1]
-    before = [line for line in lines if line.bbox[0] < mark.bbox[0] - height
-              and min(line.bbox[3], mark.bbox[3]) - max(line.bbox[1], mark.bbox[1]) >= 0.5 * height]
+    height = box[3] - box[1]
+    before = [line for line in lines if line.bbox[0] < box[0] - height
+              and min(line.bbox[3], box[3]) - max(line.bbox[1], box[1]) >= 0.5 * height]
     for line in sorted(before, key=lambda l: l.bbox[0], reverse=True):
-        text = split_line(line, [mark.bbox[0]])[0].strip(" []()_|:;")
+        text = split_line(line, [box[0]])[0].strip(" []()_|:;")
         if text and normalise_term(text) not in _ANSWERS:
             return text, line
     return None
 
 
-def yes_no_questions(marks: list[CheckboxMark], lines: list[OcrLine]) -> dict[int, tuple[str, OcrLine]]:
-    """For each Yes/No box (by index), the question printed left of it on its row."""
+def yes_no_questions(marks: list[CheckboxMark], lines: list[OcrLine], angle: float = 0.0
+                     ) -> dict[int, tuple[str, OcrLine]]:
+    """For each Yes/No box (by index), the question printed left of it on its row (compared
+    level: on a tilted scan the question and its boxes are far apart on one baseline)."""
+    level = straighten(lines, angle)
     questions = {}
     for index, mark in enumerate(marks):
         if mark.label and normalise_term(mark.label) in _ANSWERS:
-            question = _text_left_of(mark, lines)
+            question = _text_left_of(level_box(mark.bbox, angle), level)
             if question:
                 questions[index] = question
     return questions

@@ -138,15 +138,18 @@ def test_boxes_on_a_tilted_scan_find_their_heading(stage: LexiconExtractStage) -
                 max(p[1] for p in points)]
 
     page = lines((80, 100, "PATIENT INTAKE FORM"), (80, 200, "MEDICAL HISTORY (check all that apply):"),
-                 (1030, 240, "Asthma"), (80, 300, "Address: 10 Oak St, Springfield, IL 62704"))
+                 (1030, 240, "Asthma"), (80, 300, "Address: 10 Oak St, Springfield, IL 62704"),
+                 (80, 360, "REVIEW OF SYSTEMS:"), (80, 400, "Chest pain"), (1030, 400, "No"))
     for line in page:
         line["polygon"] = tilt(line["polygon"])
         line["bbox"] = bounds(line["polygon"])
-    box = bounds(tilt([[992, 240], [1015, 240], [1015, 263], [992, 263]]))
-    heading_bottom = page[1]["bbox"][3]
-    assert box[1] < heading_bottom  # the failure a tilt causes without levelling
-    mark = {"bbox": box, "state": "checked", "ink": 0.5, "label": "Asthma", "label_line_ids": [2]}
+    box, no_box = (bounds(tilt([[992, y], [1015, y], [1015, y + 23], [992, y + 23]])) for y in (240, 400))
+    assert box[1] < page[1]["bbox"][3]  # the failures a tilt causes without levelling: box above its heading,
+    assert no_box[3] < page[5]["bbox"][1] + 10  # and "No" off the baseline of its question
+    marks = [{"bbox": box, "state": "checked", "ink": 0.5, "label": "Asthma", "label_line_ids": [2]},
+             {"bbox": no_box, "state": "checked", "ink": 0.5, "label": "No", "label_line_ids": [6]}]
 
-    (out,) = stage.process_batch(page_rows_to_table([row(page, checkboxes=[mark])])).to_pylist()
+    (out,) = stage.process_batch(page_rows_to_table([row(page, checkboxes=marks)])).to_pylist()
 
-    assert [(e["text"], e["section"]) for e in by_kind(out, "diagnosis")] == [("Asthma", "medical history")]
+    assert [(e["text"], e["assertion"], e["section"]) for e in by_kind(out, "diagnosis")] == [
+        ("Asthma", "present", "medical history"), ("Chest pain", "negated", "review of systems")]
