@@ -22,6 +22,7 @@ AMBIGUOUS = "ambiguous"
 
 MIN_SIDE_IN, MAX_SIDE_IN = 0.07, 0.45  # a box is between a small letter and half an inch
 SIDE_COVERAGE = 0.85  # share of each side's length that must be inked
+MAX_STROKE = 0.2  # thickest outline, as a share of the side: bold letters are thicker
 CHECKED_INK = 0.15  # interior share of dark ink from which a box is checked (an X or tick covers ~0.5)
 FAINT_INK = 0.15  # interior share of faint marking from which an unchecked box is ambiguous
 
@@ -41,12 +42,32 @@ def _ink_threshold(gray: np.ndarray) -> float:
 
 
 def _is_outline(component: np.ndarray) -> bool:
-    """All four sides of the component's box are inked along most of their length."""
+    """All four sides of the component's box are inked along most of their length with a
+    thin line: a box, not bold letters run together ("DI" in a bold heading)."""
     height, width = component.shape
     strip = max(2, round(0.15 * min(height, width)))
     sides = (component[:strip].any(axis=0), component[-strip:].any(axis=0),
              component[:, :strip].any(axis=1), component[:, -strip:].any(axis=1))
-    return all(side.mean() >= SIDE_COVERAGE for side in sides)
+    return (all(side.mean() >= SIDE_COVERAGE for side in sides)
+            and _stroke(component) <= MAX_STROKE * min(height, width))
+
+
+def _stroke(component: np.ndarray) -> float:
+    """The outline's thickness: median ink run inward from the left and right edges over
+    the middle rows (a box is drawn with a thin line, a bold letter with a thick stroke)."""
+    height = component.shape[0]
+    middle = component[height // 5: height - height // 5]
+    runs = [_first_run(row) for row in middle] + [_first_run(row[::-1]) for row in middle]
+    return float(np.median(runs)) if runs else 0.0
+
+
+def _first_run(row: np.ndarray) -> int:
+    """Length of the first run of ink in a row of pixels (0 when there is none)."""
+    inked = np.flatnonzero(row)
+    if not inked.size:
+        return 0
+    rest = row[inked[0]:]
+    return len(rest) if rest.all() else int(np.argmin(rest))
 
 
 def detect_checkboxes(gray: np.ndarray, dpi: int) -> list[CheckboxMark]:

@@ -125,3 +125,34 @@ def test_noisy_scans_keep_empty_boxes_empty() -> None:
         marks = detect_checkboxes(gray(scan_noise(clean, seed)), DPI)
         assert len(marks) == 9, seed
         assert all(m.state == (CHECKED if m.bbox[0] < 300 else UNCHECKED) for m in marks), seed
+
+
+# "DI" of a bold "DISCHARGE DIAGNOSES:" on a scanned demo page, as thresholded: the two
+# letters touch and make a square blob with four inked sides and straight corners.
+BOLD_DI = """\
+....#########.......###.....
+...############.....####....
+...#############...#####...#
+...##############..#####..##
+...#####....######.#####..##
+...#####.....#####.#####.###
+...#####......####.#####.###
+...#####......##########..##
+...#####......##########..##
+...#####......##########...#
+...#####......####.#####....
+...#####......####.#####..#.
+...#####.....#####.#####.###
+...#####.....#####.####..###
+...##############..#####.###
+...##############..#####.###
+...############....#####..##
+...###########.....####....#"""
+
+
+def test_bold_heading_letters_run_together_are_not_a_box() -> None:
+    blob = np.array([[0 if ch == "#" else 255 for ch in row] for row in BOLD_DI.splitlines()], dtype=np.uint8)
+    scan = np.full((200, 400), 255, dtype=np.uint8)
+    scan[100:100 + blob.shape[0], 100:100 + blob.shape[1]] = blob
+
+    assert detect_checkboxes(scan, DPI) == []
