@@ -1,6 +1,6 @@
 """The `medrec` command: `medrec COMMAND key=value ...` with Hydra overrides.
 
-  medrec synth output=DIR n_documents=N seed=S [include_bad_files=true]
+  medrec synth output=DIR n_documents=N seed=S [include_bad_files=true] [synth_style=printed|noisy] [hard_cases=true]
   medrec manifest input=DIR output=FILE.parquet [facility_id=ID]
   medrec run input=DIR_OR_MANIFEST output=DIR [ocr.…=… resources.…=…]
   medrec demo [output=DIR n_documents=N]
@@ -29,7 +29,7 @@ def _synth(cfg) -> dict:
     if not cfg.output:
         raise ValueError("synth needs output=FOLDER")
     return generate_corpus(Path(cfg.output), cfg.n_documents, cfg.seed, dpi=cfg.render.dpi,
-                           include_bad_files=cfg.include_bad_files)
+                           include_bad_files=cfg.include_bad_files, style=cfg.synth_style, hard_cases=cfg.hard_cases)
 
 
 def _print_run(report) -> None:

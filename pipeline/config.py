@@ -198,6 +198,8 @@ class MedrecConfig(_Strict):
     n_documents: int = Field(28, ge=1)
     seed: int = 7
     include_bad_files: bool = False
+    synth_style: Literal["mixed", "printed", "noisy"] = "mixed"  # synth: scan look (pipeline.synth.corpus.SCAN_STYLES)
+    hard_cases: bool = False  # synth: two-column notes, abbreviations, Yes/No boxes, lab rows with a gap
     ocr: OcrConfig
     extract: Annotated[ExtractConfig | VllmExtractConfig | OpenAIExtractConfig, Field(discriminator="backend")]
     terminology: TerminologyConfig

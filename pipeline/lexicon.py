@@ -124,6 +124,17 @@ STRENGTH = {"exact_list_item": 0.95, "dictionary_in_text": 0.9, "pattern": 0.95,
             "unknown_unit": 0.6, "no_unit": 0.55}
 
 
+def interpret(entity: Entity) -> str | None:
+    """H, L or N from a lab value against its reference range; None without both."""
+    if entity.value_num is None or (entity.reference_low is None and entity.reference_high is None):
+        return None
+    if entity.reference_high is not None and entity.value_num > entity.reference_high:
+        return "H"
+    if entity.reference_low is not None and entity.value_num < entity.reference_low:
+        return "L"
+    return "N"
+
+
 def parse_reference_range(text: str | None) -> tuple[float | None, float | None, str | None]:
     """(low, high, text as printed) of "3.5-5.0", "<200", ">60"; Nones when absent or unreadable."""
     if not text:
@@ -289,14 +300,14 @@ class LexiconExtractor:
             if iso:
                 entity = self._entity("encounter", value, ctx, "present")
                 entity.attribute, entity.value = _ENCOUNTER_KEYS[key], iso
-                _score(entity, entity.attribute, iso, STRENGTH["pattern"])
+                score_field(entity, entity.attribute, iso, STRENGTH["pattern"])
                 return [entity]
         return []
 
     def _demographic(self, attribute: str, value: str, ctx: _Context) -> Entity:
         entity = self._entity("demographic", value, ctx, "present")
         entity.attribute, entity.value = attribute, value
-        _score(entity, attribute, value, STRENGTH["pattern"])
+        score_field(entity, attribute, value, STRENGTH["pattern"])
         return entity
 
     def _vitals(self, ctx: _Context) -> list[Entity]:
@@ -317,8 +328,8 @@ class LexiconExtractor:
     def _vital(self, name: str, text: str, value: float, unit: str | None, ctx: _Context) -> Entity:
         entity = self._entity("vital", text.strip(), ctx, "present")
         entity.attribute, entity.value, entity.value_num, entity.unit = name, f"{value:g}", value, normalise_unit(unit)
-        _score(entity, "value", entity.value, STRENGTH["pattern"])
-        _score(entity, "unit", entity.unit, STRENGTH["pattern"] if ucum_code(unit) else STRENGTH["unknown_unit"])
+        score_field(entity, "value", entity.value, STRENGTH["pattern"])
+        score_field(entity, "unit", entity.unit, STRENGTH["pattern"] if ucum_code(unit) else STRENGTH["unknown_unit"])
         return entity
 
     def _lab_row(self, ctx: _Context) -> Entity | None:
@@ -338,24 +349,14 @@ class LexiconExtractor:
         entity.reference_low, entity.reference_high, entity.reference_text = parse_reference_range(
             match.group("reference"))
         flag = match.group("flag")
-        entity.interpretation = _FLAG_WORDS.get(flag.upper(), flag.upper()) if flag else self._interpret(entity)
-        _score(entity, "name", entity.text, STRENGTH["table_row"] if known else STRENGTH["unknown_lab_name"])
-        _score(entity, "value", value, STRENGTH["table_row"])
-        _score(entity, "unit", entity.unit, STRENGTH["table_row"] if ucum_code(match.group("unit"))
+        entity.interpretation = _FLAG_WORDS.get(flag.upper(), flag.upper()) if flag else interpret(entity)
+        score_field(entity, "name", entity.text, STRENGTH["table_row"] if known else STRENGTH["unknown_lab_name"])
+        score_field(entity, "value", value, STRENGTH["table_row"])
+        score_field(entity, "unit", entity.unit, STRENGTH["table_row"] if ucum_code(match.group("unit"))
                else STRENGTH["unknown_unit"])
         if entity.reference_text:
-            _score(entity, "reference_range", entity.reference_text, STRENGTH["table_row"])
+            score_field(entity, "reference_range", entity.reference_text, STRENGTH["table_row"])
         return entity
-
-    @staticmethod
-    def _interpret(entity: Entity) -> str | None:
-        if entity.value_num is None or (entity.reference_low is None and entity.reference_high is None):
-            return None
-        if entity.reference_high is not None and entity.value_num > entity.reference_high:
-            return "H"
-        if entity.reference_low is not None and entity.value_num < entity.reference_low:
-            return "L"
-        return "N"
 
     def _medication(self, item: str, ctx: _Context, strict: bool = False) -> Entity | None:
         """A medication mention; with `strict`, only a known drug followed by a dose."""
@@ -371,17 +372,17 @@ class LexiconExtractor:
         entity = self._entity("medication", name.strip() if (match or unitless) else drug, ctx, assertion)
         entity.attribute = drug  # the recognised drug name: what the code stage looks up
         entity.status = self._medication_status(item, ctx)
-        _score(entity, "name", drug, STRENGTH["pattern"] if (match or unitless) else STRENGTH["name_only"])
+        score_field(entity, "name", drug, STRENGTH["pattern"] if (match or unitless) else STRENGTH["name_only"])
         if match:
             entity.text = f"{name.strip()} {match.group('dose')} {match.group('unit')}"
             entity.dose_value, entity.dose_unit = float(match.group("dose")), match.group("unit").lower()
             entity.value = (match.group("form") or "").lower() or None
-            _score(entity, "dose", f"{entity.dose_value:g} {entity.dose_unit}", STRENGTH["pattern"])
+            score_field(entity, "dose", f"{entity.dose_value:g} {entity.dose_unit}", STRENGTH["pattern"])
             self._apply_sig(entity, match.group("rest"))
         elif unitless:
             # "Metformin 500 BID": a number without a unit is a dose nobody can be sure of.
             entity.dose_value = float(unitless.group("dose"))
-            _score(entity, "dose", unitless.group("dose"), STRENGTH["no_unit"])
+            score_field(entity, "dose", unitless.group("dose"), STRENGTH["no_unit"])
             self._apply_sig(entity, unitless.group("rest"))
         return entity
 
@@ -398,11 +399,11 @@ class LexiconExtractor:
         # Words of the sig nobody understood lower the timing's confidence: they may change it.
         strength = STRENGTH["unparsed_sig"] if sig.unparsed else STRENGTH["pattern"]
         if entity.frequency or sig.unparsed:
-            _score(entity, "frequency", entity.frequency, strength)
+            score_field(entity, "frequency", entity.frequency, strength)
         if entity.route:
-            _score(entity, "route", entity.route, STRENGTH["pattern"])
+            score_field(entity, "route", entity.route, STRENGTH["pattern"])
         if sig.duration_value is not None:
-            _score(entity, "duration", f"{sig.duration_value:g} {sig.duration_unit}", STRENGTH["pattern"])
+            score_field(entity, "duration", f"{sig.duration_value:g} {sig.duration_unit}", STRENGTH["pattern"])
 
     @staticmethod
     def _medication_status(item: str, ctx: _Context) -> str:
@@ -418,7 +419,7 @@ class LexiconExtractor:
         lowered = item.lower()
         if lowered in ("nkda", "nka", "none", "no known allergies", "no known drug allergies"):
             entity = self._entity("allergy", item, ctx, "negated")
-            _score(entity, "substance", item, STRENGTH["pattern"])
+            score_field(entity, "substance", item, STRENGTH["pattern"])
             return [entity]
         severity = _SEVERITY.search(item)
         cleaned = _SEVERITY.sub("", item).replace("()", "").strip(" ,;-") if severity else item
@@ -431,11 +432,11 @@ class LexiconExtractor:
         entity.value = (match.group("reaction") or "").strip(" ,-") or None
         entity.severity = severity.group(1).lower().replace("life threatening", "severe").replace(
             "life-threatening", "severe") if severity else None
-        _score(entity, "substance", entity.text, STRENGTH["exact_list_item"])
+        score_field(entity, "substance", entity.text, STRENGTH["exact_list_item"])
         if entity.value:
-            _score(entity, "reaction", entity.value, STRENGTH["pattern"])
+            score_field(entity, "reaction", entity.value, STRENGTH["pattern"])
         if entity.severity:
-            _score(entity, "severity", entity.severity, STRENGTH["pattern"])
+            score_field(entity, "severity", entity.severity, STRENGTH["pattern"])
         return [entity]
 
     def _listed_diagnosis(self, item: str, ctx: _Context) -> list[Entity]:
@@ -451,8 +452,8 @@ class LexiconExtractor:
         entity.status = _diagnosis_status(assertion, stated)
         if assertion == "family":
             entity.relationship = relationship_of(item)[0]
-        _score(entity, "text", name, STRENGTH["exact_list_item"])
-        _score(entity, "assertion", assertion, STRENGTH["pattern"])
+        score_field(entity, "text", name, STRENGTH["exact_list_item"])
+        score_field(entity, "assertion", assertion, STRENGTH["pattern"])
         return [entity]
 
     def _procedure(self, item: str, ctx: _Context) -> list[Entity]:
@@ -465,9 +466,9 @@ class LexiconExtractor:
             return []
         entity = self._entity("procedure", name, ctx, assertion_of(prefix, ctx.role))
         entity.value = when
-        _score(entity, "text", name, STRENGTH["procedure_item"])
+        score_field(entity, "text", name, STRENGTH["procedure_item"])
         if when:
-            _score(entity, "date", when, STRENGTH["pattern"])
+            score_field(entity, "date", when, STRENGTH["pattern"])
         return [entity]
 
     def _spot_diagnoses(self, item: str, ctx: _Context) -> list[Entity]:
@@ -486,8 +487,8 @@ class LexiconExtractor:
                     entity.status = _diagnosis_status(assertion, None)
                     if assertion == "family":
                         entity.relationship = relationship_of(f"{before} {after}")[0]
-                    _score(entity, "text", phrase, STRENGTH["dictionary_in_text"])
-                    _score(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
+                    score_field(entity, "text", phrase, STRENGTH["dictionary_in_text"])
+                    score_field(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
                     found.append(entity)
                     i += n
                     break
@@ -528,7 +529,7 @@ def _diagnosis_status(assertion: str, stated: str | None) -> str:
     return "active"
 
 
-def _score(entity: Entity, name: str, value: str | None, strength: float) -> None:
+def score_field(entity: Entity, name: str, value: str | None, strength: float) -> None:
     """Record a field's confidence: how clearly the page shows it (OCR) times how sure the reading is."""
     entity.fields.append(FieldScore(name, value, round(entity.ocr_confidence * strength, 4)))
 

@@ -38,6 +38,28 @@ class OcrLine:
 
 
 @dataclass
+class CheckboxMark:
+    """A check box detected on the page image, paired with the OCR label to its right.
+
+    state: checked | unchecked | ambiguous (a faint mark a reviewer should look at).
+    """
+
+    bbox: list[float]
+    state: str
+    ink: float
+    label: str | None = None
+    label_line_ids: list[int] = field(default_factory=list)
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "CheckboxMark":
+        return cls(bbox=list(row["bbox"]), state=row["state"], ink=float(row["ink"]), label=row.get("label"),
+                   label_line_ids=list(row.get("label_line_ids") or []))
+
+
+@dataclass
 class CodeCandidate:
     """A terminology concept proposed for an entity, with why it matched."""
 

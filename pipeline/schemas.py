@@ -27,6 +27,17 @@ LINE_TYPE = pa.struct(
     ]
 )
 
+# A check box found on the page image, with the OCR label to its right (see pipeline.checkboxes).
+CHECKBOX_TYPE = pa.struct(
+    [
+        pa.field("bbox", pa.list_(pa.float32())),
+        pa.field("state", pa.string()),  # "checked" | "unchecked" | "ambiguous"
+        pa.field("ink", pa.float32()),  # share of the box interior that is marked
+        pa.field("label", pa.string()),
+        pa.field("label_line_ids", pa.list_(pa.int32())),
+    ]
+)
+
 CANDIDATE_TYPE = pa.struct(
     [
         pa.field("system", pa.string()),
@@ -106,6 +117,7 @@ PAGE_SCHEMA = pa.schema(
         pa.field("dpi", pa.int32()),
         pa.field("text_source", pa.string()),  # "text_layer" | "ocr"
         pa.field("lines", pa.list_(LINE_TYPE)),
+        pa.field("checkboxes", pa.list_(CHECKBOX_TYPE)),
         pa.field("document_type_predicted", pa.string()),
         pa.field("document_type_confidence", pa.float32()),
         pa.field("entities", pa.list_(ENTITY_TYPE)),

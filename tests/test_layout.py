@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from pipeline.layout import Row, group_rows, union_bbox
 from pipeline.records import OcrLine
 
@@ -43,3 +47,163 @@ def test_row_bbox_is_the_union_and_confidence_the_minimum() -> None:
 
 def test_no_lines_no_rows() -> None:
     assert group_rows([]) == []
+
+
+# Reading order across columns -------------------------------------------------------------
+
+from pipeline.layout import (  # noqa: E402  (kept beside the tests that use them)
+    blocks,
+    find_tables,
+    join_key_values,
+    key_values,
+    reading_order,
+    skew_angle,
+    split_line,
+    straighten,
+)
+
+
+def two_column_page() -> list[OcrLine]:
+    """A letterhead, two columns side by side (left longer than right), a full-width footer."""
+    left = ["PAST MEDICAL HISTORY:", "1. Essential hypertension", "2. Gout", "", "ALLERGIES:", "- Latex: rash"]
+    right = ["HOME MEDICATIONS:", "- Metformin 500 mg PO BID", "- Lisinopril 10 mg PO daily"]
+    lines = [ocr_line(0, "North Valley General Hospital", 80, 40)]
+    for row in range(len(left)):
+        y = 120 + 40 * row
+        if left[row]:
+            lines.append(ocr_line(len(lines), left[row], 80, y))
+        if row < len(right):
+            lines.append(ocr_line(len(lines), right[row], 700, y + 2))
+    lines.append(ocr_line(len(lines), "Electronically signed by the attending physician after the visit of 03/02/2024.", 80, 400))
+    return lines
+
+
+def test_two_columns_read_left_column_then_right_then_the_full_width_footer() -> None:
+    order = [row.text for row in reading_order(two_column_page())]
+
+    assert order == ["North Valley General Hospital", "PAST MEDICAL HISTORY:", "1. Essential hypertension", "2. Gout",
+                     "ALLERGIES:", "- Latex: rash", "HOME MEDICATIONS:", "- Metformin 500 mg PO BID",
+                     "- Lisinopril 10 mg PO daily",
+                     "Electronically signed by the attending physician after the visit of 03/02/2024."]
+
+
+def test_row_by_row_grouping_would_join_the_columns() -> None:
+    # The failure reading order prevents: each printed row mixes a diagnosis and a drug.
+    assert "1. Essential hypertension  - Metformin 500 mg PO BID" in [row.text for row in group_rows(two_column_page())]
+
+
+def test_a_table_is_not_mistaken_for_columns() -> None:
+    rows = [("Test", "Result", "Units", "Flag"), ("Glucose", "67", "mg/dL", "L"), ("Sodium", "140", "mmol/L", "")]
+    lines = [ocr_line(len_, text, x, 100 + 40 * r) for r, cells in enumerate(rows)
+             for len_, (x, text) in enumerate(zip((80, 480, 660, 1120), cells)) if text]
+
+    assert [row.text for row in reading_order(lines)] == ["Test  Result  Units  Flag", "Glucose  67  mg/dL  L",
+                                                          "Sodium  140  mmol/L"]
+
+
+def test_a_tilted_scan_is_straightened_before_rows_are_grouped() -> None:
+    angle = math.radians(1.5)
+    tilted = []
+    for line in two_column_page():
+        polygon = [[x * math.cos(angle) - y * math.sin(angle), x * math.sin(angle) + y * math.cos(angle)]
+                   for x, y in line.polygon]
+        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+        tilted.append(OcrLine(line.line_id, line.text, line.confidence, polygon, [min(xs), min(ys), max(xs), max(ys)]))
+
+    assert skew_angle(tilted) == pytest.approx(angle, abs=1e-6)
+    assert [r.text for r in reading_order(straighten(tilted))] == [r.text for r in reading_order(two_column_page())]
+
+
+def test_level_lines_are_not_rotated() -> None:
+    lines = two_column_page()
+
+    assert straighten(lines) is lines
+
+
+def test_blocks_split_at_paragraph_gaps_and_column_changes() -> None:
+    found = [[row.text for row in block.rows] for block in blocks(reading_order(two_column_page()))]
+
+    assert found[1:4] == [["PAST MEDICAL HISTORY:", "1. Essential hypertension", "2. Gout"],
+                          ["ALLERGIES:", "- Latex: rash"],
+                          ["HOME MEDICATIONS:", "- Metformin 500 mg PO BID", "- Lisinopril 10 mg PO daily"]]
+    assert [block.column for block in blocks(reading_order(two_column_page()))][1:4] == [0, 0, 1]
+
+
+# Tables -----------------------------------------------------------------------------------
+
+HEADER = (("Test", 80), ("Result", 480), ("Units", 660), ("Reference Range", 860), ("Flag", 1120))
+
+
+def table_lines(*body: tuple[tuple[str, float], ...]) -> list[OcrLine]:
+    lines = [ocr_line(i, text, x, 100) for i, (text, x) in enumerate(HEADER)]
+    for r, cells in enumerate(body, start=1):
+        lines += [ocr_line(len(lines), text, x, 100 + 40 * r) for text, x in cells]
+    return lines
+
+
+def test_table_cells_are_assigned_by_header_columns_even_with_a_missing_cell() -> None:
+    lines = table_lines((("Glucose", 80), ("67", 480), ("mg/dL", 660), ("70 - 99", 860), ("L", 1120)),
+                        # no reference range printed: the flag must not be read as the range
+                        (("Potassium", 80), ("5.9", 480), ("mmol/L", 660), ("H", 1120)),
+                        (("Sodium", 80), ("140", 480), ("mmol/L", 660), ("136 - 145", 860)))
+
+    (table,) = find_tables(reading_order(lines))
+
+    assert table.roles == ["name", "value", "unit", "range", "flag"]
+    cells = [{role: body.text(role) for role in table.roles} for body in table.rows]
+    assert cells == [
+        {"name": "Glucose", "value": "67", "unit": "mg/dL", "range": "70 - 99", "flag": "L"},
+        {"name": "Potassium", "value": "5.9", "unit": "mmol/L", "range": None, "flag": "H"},
+        {"name": "Sodium", "value": "140", "unit": "mmol/L", "range": "136 - 145", "flag": None},
+    ]
+
+
+def test_a_line_that_joins_two_cells_is_cut_at_the_column_boundary() -> None:
+    lines = table_lines((("Glucose", 80), ("67", 480), ("L", 1120)))
+    # OCR read the unit and the range as one line, with one space for the wide gap between them.
+    lines.append(OcrLine(len(lines), "mg/dL 70 - 99", 0.9, [[660, 140], [923, 140], [923, 160], [660, 160]],
+                         [660, 140, 923, 160]))
+
+    (table,) = find_tables(reading_order(lines))
+
+    assert table.rows[0].text("unit") == "mg/dL" and table.rows[0].text("range") == "70 - 99"
+
+
+def test_table_ends_at_prose_and_rows_without_a_header_are_no_table() -> None:
+    lines = table_lines((("Glucose", 80), ("67", 480), ("mg/dL", 660)))
+    lines.append(ocr_line(len(lines), "Results reviewed by the laboratory director.", 80, 180))
+
+    (table,) = find_tables(reading_order(lines))
+
+    assert [body.text("name") for body in table.rows] == ["Glucose"]
+    assert find_tables(reading_order(lines[len(HEADER):])) == []
+
+
+def test_split_line_estimates_word_positions_from_character_offsets() -> None:
+    line = ocr_line(0, "Diabetes  X Asthma", 100, 0)  # 9 px per character
+
+    assert split_line(line, [100 + 9 * 10]) == ["Diabetes", "X Asthma"]
+    assert split_line(line, []) == ["Diabetes X Asthma"]
+
+
+# Key-value fields -------------------------------------------------------------------------
+
+def test_key_values_on_one_line_and_split_over_two() -> None:
+    row = Row([ocr_line(0, "Patient: Smith, Mary", 80, 70), ocr_line(1, "DOB:", 600, 70),
+               ocr_line(2, "03/02/1956", 660, 71), ocr_line(3, "MRN: 1000002", 900, 70)])
+
+    fields = key_values(row)
+
+    assert [(f.key, f.value) for f in fields] == [("Patient", "Smith, Mary"), ("DOB", "03/02/1956"),
+                                                 ("MRN", "1000002")]
+    assert fields[1].bbox == union_bbox([row.lines[1], row.lines[2]])
+    joined = join_key_values(row)
+    assert [line.text for line in joined.lines] == ["Patient: Smith, Mary", "DOB: 03/02/1956", "MRN: 1000002"]
+    assert joined.lines[1].bbox == fields[1].bbox
+
+
+def test_a_label_followed_by_another_label_takes_no_value() -> None:
+    row = Row([ocr_line(0, "Phone:", 80, 70), ocr_line(1, "Sex: F", 400, 70)])
+
+    assert [(f.key, f.value) for f in key_values(row)] == [("Sex", "F")]
+    assert join_key_values(row) is row

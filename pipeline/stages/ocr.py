@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline.checkboxes import page_checkboxes
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.offline import use_offline_environment
 from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
@@ -33,7 +34,9 @@ class OcrStage(Stage):
     """Recognise text lines on page images that have no usable text layer.
 
     Pages whose `text_source` is "text_layer" already carry their lines from the render
-    stage and pass through; every page leaves with its image dropped.
+    stage and pass through. Check boxes are read from every page that has pixels (the
+    render stage keeps them for text-layer pages with drawings); every page leaves with
+    its image dropped.
     """
 
     name: ClassVar[str] = "ocr"
@@ -177,7 +180,7 @@ class OcrStage(Stage):
         for index, row in enumerate(rows):
             if row["text_source"] == TEXT_LAYER:
                 self.counters["pages_text_layer"] += 1
-                done.append({**row, "image": None})
+                done.append(self._guarded(self._text_layer_checkboxes, row))
                 continue
             decoded = self._guarded(self._decode_into, row, pixels, index)
             if decoded.get("error_stage"):
@@ -187,7 +190,9 @@ class OcrStage(Stage):
             indices = sorted(pixels)
             for index, result in self._predict(indices, pixels, done):
                 lines = self._lines_from_result(result, rows[index])
-                done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines}
+                checkboxes = self._checkboxes(pixels[index][:, :, 0], rows[index], lines)
+                done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines,
+                               "checkboxes": checkboxes}
                 self.counters["pages_ocr"] += 1
                 logger.debug(
                     "ocr page %s/%s/%s: %d lines",
@@ -224,6 +229,18 @@ class OcrStage(Stage):
             done[index] = mark_failed(done[index], self.name, "ocr_engine_rejected_page", type(exc).__name__)
             self.counters["pages_failed"] += 1
         return results
+
+    def _checkboxes(self, gray: np.ndarray, row: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        checkboxes = page_checkboxes(gray, row["dpi"] or 150, lines)
+        self.counters["checkboxes"] += len(checkboxes)
+        return checkboxes
+
+    def _text_layer_checkboxes(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A born-digital page keeps its text; its drawn check boxes are read from its pixels."""
+        if row["image"] is None:
+            return {**row, "image": None}
+        gray = decode_gray_page(row)[:, :, 0]
+        return {**row, "image": None, "checkboxes": self._checkboxes(gray, row, row["lines"] or [])}
 
     def _decode_into(
         self, row: dict[str, Any], pixels: dict[int, np.ndarray], index: int

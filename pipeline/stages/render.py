@@ -103,6 +103,11 @@ class RenderStage(Stage):
                         width, height = round(page.rect.width * dpi / 72), round(page.rect.height * dpi / 72)
                         row.update(text_source="text_layer", lines=lines, image=None, image_width=width,
                                    image_height=height, dpi=dpi)
+                        if page.get_drawings():
+                            # Drawn check boxes have no text: the OCR stage reads them from pixels.
+                            pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY, alpha=False)
+                            row.update(image=bytes(pixmap.samples), image_width=pixmap.width,
+                                       image_height=pixmap.height)
                         return row
                 pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY, alpha=False)
             except PageFailure:

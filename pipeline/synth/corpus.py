@@ -12,7 +12,7 @@ import pymupdf
 
 from pipeline.manifest import document_id_for
 from pipeline.synth import catalogue as cat
-from pipeline.synth.documents import BUILDERS, SynthDocument
+from pipeline.synth.documents import BUILDERS, HARD_BUILDERS, SynthDocument
 from pipeline.synth.patients import make_patient, make_visit
 from pipeline.synth.render import write_born_digital_pdf, write_scanned
 
@@ -50,13 +50,23 @@ def write_bad_files(records: Path) -> list[str]:
     return sorted(str(p.relative_to(records)) for p in folder.iterdir())
 
 
+# Scan styles: "mixed" (born-digital PDFs and lightly degraded scans in several formats),
+# "printed" (clean page images) and "noisy" (`scan_noise`). Printed and noisy corpora of one
+# seed hold the same documents, as lossless PNG (one page) or TIFF pages.
+SCAN_STYLES = ("mixed", "printed", "noisy")
+
+
 def generate_corpus(output: Path, n_documents: int, seed: int, dpi: int = 150,
                     include_bad_files: bool = False, document_types: Sequence[str] | None = None,
-                    born_digital_share: float = 0.25) -> dict:
+                    born_digital_share: float = 0.25, style: str = "mixed", hard_cases: bool = False) -> dict:
     """Write `n_documents` documents under output/records and one gold JSON each under output/gold.
 
     Each patient gets two documents of different types from `document_types` (default all).
+    `hard_cases` draws the harder variants (two columns, abbreviations, Yes/No boxes, lab
+    rows with a missing cell) where a type has one.
     """
+    if style not in SCAN_STYLES:
+        raise ValueError(f"unknown scan style {style!r}; known: {SCAN_STYLES}")
     if n_documents < 1:
         raise ValueError("n_documents must be at least 1")
     types = list(document_types or BUILDERS)
@@ -77,15 +87,22 @@ def generate_corpus(output: Path, n_documents: int, seed: int, dpi: int = 150,
         visit = make_visit(rng, patient)
         # Two documents per patient, so assembly must join a patient across documents.
         for document_type in rng.sample(types, min(2, n_documents - written)):
-            document = BUILDERS[document_type](rng, patient, visit, facility_name)
-            suffix, born_digital = _pick_file_kind(rng, document, born_digital_share)
+            builder = HARD_BUILDERS.get(document_type, BUILDERS[document_type]) if hard_cases else BUILDERS[document_type]
+            document = builder(rng, patient, visit, facility_name)
+            if style == "mixed":
+                suffix, born_digital = _pick_file_kind(rng, document, born_digital_share)
+            else:  # no draw from `rng` here, so every style of one seed gets the same documents
+                suffix, born_digital = (".tif" if len(document.pages) > 1 else ".png"), False
             relative = Path(facility_id) / f"{document_type}-{written:04d}{suffix}"
             path = records / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             if born_digital:
                 write_born_digital_pdf(document, path)
-            else:
+            elif style == "mixed":
                 write_scanned(document, path, rng, dpi)
+            else:
+                write_scanned(document, path, rng, dpi, noise_seed=seed * 100_003 + written * 101,
+                              clean=style == "printed")
             gold = {
                 "document_id": document_id_for(str(relative)),
                 "file": str(relative),

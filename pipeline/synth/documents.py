@@ -36,7 +36,11 @@ class Checkbox:
 
 @dataclass
 class CheckboxLine:
+    """A row of check boxes; a `prompt` is printed at the left margin before them
+    ("Chest pain  [ ] Yes  [x] No")."""
+
     boxes: list[Checkbox]
+    prompt: str = ""
 
 
 @dataclass
@@ -111,14 +115,21 @@ class _Writer:
             self.fact("diagnoses", text=dx.phrase, code=dx.icd10cm, assertion="present", section=section)
 
     def medication_list(self, section: str) -> None:
+        for text, fact in self.medication_items(section):
+            self.text(text)
+            self.fact("medications", **fact)
+
+    def medication_items(self, section: str) -> list[tuple[str, dict[str, Any]]]:
+        """(printed line, gold fact) of each of the patient's medications."""
+        items = []
         for drug, printed_freq, freq_code in self.patient.medications:
             dose = f"{drug.dose_value:g} {drug.dose_unit}"
-            self.text(f"- {drug.name} {dose} PO {printed_freq}")
-            self.fact(
-                "medications", text=f"{drug.name} {dose}", ingredient_rxcui=drug.ingredient_rxcui,
+            items.append((f"- {drug.name} {dose} PO {printed_freq}", dict(
+                text=f"{drug.name} {dose}", ingredient_rxcui=drug.ingredient_rxcui,
                 scd_rxcui=drug.scd_rxcui, dose_value=drug.dose_value, dose_unit=drug.dose_unit,
                 route="PO", frequency=freq_code, section=section,
-            )
+            )))
+        return items
 
     def allergy_list(self) -> None:
         if not self.patient.allergies:
@@ -134,6 +145,10 @@ class _Writer:
                   (0.65, f"RR {v['respiratory_rate']:.0f} /min"))
         self.line((0.08, f"Temp {v['temperature']:.1f} C"), (0.40, f"SpO2 {v['spo2']:.0f} %"),
                   (0.65, f"Weight {v['weight']:.1f} kg"))
+        self.vital_facts(visit)
+
+    def vital_facts(self, visit: Visit) -> None:
+        v = visit.vitals
         for name, loinc, key, unit in (
             ("Systolic blood pressure", "8480-6", "systolic", "mm[Hg]"),
             ("Diastolic blood pressure", "8462-4", "diastolic", "mm[Hg]"),
@@ -283,6 +298,88 @@ def intake_form(rng: random.Random, patient: Patient, visit: Visit, facility: st
     w.allergy_list()
     return w.document("intake_form", _outpatient(visit))
 
+
+# Harder variants of the same document types (`generate_corpus(hard_cases=True)`): two
+# columns, abbreviations, Yes/No check boxes, lab rows with a missing cell.
+ABBREVIATIONS = {"I10": "HTN", "E11.9": "DM2", "E78.5": "HLD", "I25.10": "CAD", "I48.91": "AFib",
+                 "I50.9": "CHF", "N18.31": "CKD 3a", "K21.9": "GERD", "G47.33": "OSA"}
+LEFT_COLUMN, RIGHT_COLUMN = 0.06, 0.54
+
+
+def _two_columns(w: _Writer, left: list[tuple[str, bool]], right: list[tuple[str, bool]]) -> None:
+    """Print two lists of (text, bold) side by side; a row with one side empty has one run."""
+    for index in range(max(len(left), len(right))):
+        cells = [(x, column[index]) for x, column in ((LEFT_COLUMN, left), (RIGHT_COLUMN, right))
+                 if index < len(column) and column[index][0]]
+        # Bold is per printed line: only a line whose every run is a heading is bold.
+        w.line(*[(x, text) for x, (text, _) in cells], bold=bool(cells) and all(bold for _, (_, bold) in cells))
+
+
+def progress_note_two_column(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
+    """A progress note laid out in two columns, diagnoses abbreviated, a full-width footer."""
+    w = _Writer(patient, facility, "PROGRESS NOTE")
+    w.text(f"Visit Date: {us_date(visit.start)}")
+    w.line((0.08, ""))
+    negated = rng.choice(cat.NEGATABLE_FINDINGS)
+    # A column holds about 45 characters: long phrases would run into the right column.
+    family_dx = rng.choice([dx for dx in cat.DIAGNOSES if len(dx.phrase) <= 30])
+    left: list[tuple[str, bool]] = [("SUBJECTIVE:", True), ("Follow-up visit.", False), (f"Denies {negated.phrase}.", False),
+                                    ("", False), ("ASSESSMENT:", True)]
+    w.fact("diagnoses", text=negated.phrase, code=negated.icd10cm, assertion="negated", section="subjective")
+    for i, dx in enumerate(patient.diagnoses, 1):
+        text = ABBREVIATIONS.get(dx.icd10cm, dx.phrase)
+        left.append((f"{i}. {text}", False))
+        w.fact("diagnoses", text=text, code=dx.icd10cm, assertion="present", section="assessment")
+    left += [("", False), ("FAMILY HISTORY:", True), (f"Father with {family_dx.phrase.lower()}.", False)]
+    w.fact("diagnoses", text=family_dx.phrase, code=family_dx.icd10cm, assertion="family", section="family history")
+    v = visit.vitals
+    right = [("VITALS:", True), (f"BP {v['systolic']:.0f}/{v['diastolic']:.0f} mmHg", False),
+             (f"HR {v['heart_rate']:.0f} bpm", False), (f"RR {v['respiratory_rate']:.0f} /min", False),
+             (f"Temp {v['temperature']:.1f} C", False), (f"SpO2 {v['spo2']:.0f} %", False),
+             (f"Weight {v['weight']:.1f} kg", False), ("", False), ("PLAN:", True)]
+    w.vital_facts(visit)
+    for text, fact in w.medication_items("plan"):
+        right.append((text, False))
+        w.fact("medications", **fact)
+    _two_columns(w, left, right)
+    w.line((0.08, ""))
+    w.text(f"Electronically signed by the attending physician after the visit of {us_date(visit.start)}.")
+    return w.document("progress_note", _outpatient(visit))
+
+
+def intake_form_yes_no(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
+    """The intake form with a Yes/No symptom checklist: a checked "No" is a negated finding."""
+    document = intake_form(rng, patient, visit, facility)
+    page = document.pages[0]
+    page.append(Line([(0.08, "")]))
+    page.append(Line([(0.08, "REVIEW OF SYSTEMS:")], bold=True))
+    for finding in cat.NEGATABLE_FINDINGS:
+        present = rng.random() < 0.3
+        label = finding.phrase[0].upper() + finding.phrase[1:]
+        page.append(CheckboxLine([Checkbox(0.45, "Yes", present), Checkbox(0.60, "No", not present)], prompt=label))
+        document.gold["diagnoses"].append({"text": label, "code": finding.icd10cm, "checkbox": True,
+                                           "assertion": "present" if present else "negated",
+                                           "section": "review of systems", "page_index": 0})
+    return document
+
+
+def lab_report_with_gaps(rng: random.Random, patient: Patient, visit: Visit, facility: str) -> SynthDocument:
+    """A lab report where one result has no reference range printed (an empty cell)."""
+    document = lab_report(rng, patient, visit, facility)
+    table = [line for line in document.pages[0] if isinstance(line, Line) and len(line.runs) == 5][1:]
+    if table:
+        index = rng.randrange(len(table))
+        row, fact = table[index], document.gold["labs"][index]
+        row.runs = [run for run in row.runs if run[0] != 0.68]
+        fact.update(low=None, high=None, flag=row.runs[-1][1] or None)
+    return document
+
+
+HARD_BUILDERS: dict[str, Callable[[random.Random, Patient, Visit, str], SynthDocument]] = {
+    "progress_note": progress_note_two_column,
+    "intake_form": intake_form_yes_no,
+    "lab_report": lab_report_with_gaps,
+}
 
 BUILDERS: dict[str, Callable[[random.Random, Patient, Visit, str], SynthDocument]] = {
     "discharge_summary": discharge_summary,

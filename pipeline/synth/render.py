@@ -32,6 +32,8 @@ def draw_page(page: list[Line | CheckboxLine], dpi: int) -> Image.Image:
     for index, line in enumerate(page):
         y = _line_y_in(index) * dpi
         if isinstance(line, CheckboxLine):
+            if line.prompt:
+                draw.text((0.08 * width, y), line.prompt, fill=0, font=regular)
             for box in line.boxes:
                 x = box.x * width
                 draw.rectangle((x, y, x + font_px, y + font_px), outline=0, width=2)
@@ -57,6 +59,25 @@ def degrade(image: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
 
 
+def scan_noise(image: Image.Image, seed: int) -> Image.Image:
+    """A poor scan of a clean page, the same for the same seed: one to two degrees of skew,
+    blur, lower contrast on greyed paper, speckle, sensor noise and heavy JPEG artefacts."""
+    rng = random.Random(seed)
+    angle = rng.uniform(1.0, 2.0) * rng.choice((-1, 1))
+    skewed = image.rotate(angle, resample=Image.BICUBIC, fillcolor=255, expand=False)
+    blurred = skewed.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.7, 1.1)))
+    np_rng = np.random.default_rng(rng.randrange(2**32))
+    paper, ink = rng.uniform(215, 235), rng.uniform(60, 90)  # contrast squeezed from 255..0
+    pixels = ink + np.asarray(blurred, dtype=np.float32) / 255 * (paper - ink)
+    pixels += np_rng.normal(0, rng.uniform(5, 9), pixels.shape)
+    speckle = np_rng.random(pixels.shape) < rng.uniform(0.0005, 0.0015)
+    pixels[speckle] = np_rng.uniform(0, 90, int(speckle.sum()))
+    noisy = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="JPEG", quality=rng.randint(30, 45))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+
+
 def _jpeg_roundtrip(image: Image.Image, rng: random.Random) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=rng.randint(55, 85))
@@ -71,6 +92,8 @@ def write_born_digital_pdf(document: SynthDocument, path: Path) -> None:
         for index, line in enumerate(page_lines):
             baseline = (_line_y_in(index)) * 72 + FONT_PT
             if isinstance(line, CheckboxLine):
+                if line.prompt:
+                    page.insert_text((0.08 * page.rect.width, baseline), line.prompt, fontsize=FONT_PT, fontname="helv")
                 for box in line.boxes:
                     x = box.x * page.rect.width
                     rect = pymupdf.Rect(x, baseline - FONT_PT, x + FONT_PT, baseline)
@@ -87,9 +110,20 @@ def write_born_digital_pdf(document: SynthDocument, path: Path) -> None:
     pdf.save(path)
 
 
-def write_scanned(document: SynthDocument, path: Path, rng: random.Random, dpi: int) -> None:
-    """Scanned-looking pages as JPEG/PNG (one page), multi-page TIFF, or an image-only PDF."""
-    pages = [_jpeg_roundtrip(degrade(draw_page(p, dpi), rng), rng) for p in document.pages]
+def write_scanned(document: SynthDocument, path: Path, rng: random.Random, dpi: int,
+                  noise_seed: int | None = None, clean: bool = False) -> None:
+    """Scanned-looking pages as JPEG/PNG (one page), multi-page TIFF, or an image-only PDF.
+
+    By default pages are lightly degraded with `rng`; `clean` writes them as printed, and
+    `noise_seed` applies `scan_noise` (page by page, seeded from it) instead.
+    """
+    drawn = [draw_page(p, dpi) for p in document.pages]
+    if clean:
+        pages = drawn
+    elif noise_seed is not None:
+        pages = [scan_noise(image, noise_seed + index) for index, image in enumerate(drawn)]
+    else:
+        pages = [_jpeg_roundtrip(degrade(image, rng), rng) for image in drawn]
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg"):
         pages[0].save(path, format="JPEG", quality=rng.randint(60, 85), dpi=(dpi, dpi))

@@ -194,3 +194,33 @@ def test_the_paddle_backend_reads_a_page_on_the_gpu(tmp_path) -> None:
                                                                     text_source="ocr")])).to_pylist()
 
     assert squash(PAGE_LINES[0]) in squash(" ".join(line["text"] for line in row["lines"]))
+
+
+def test_check_boxes_are_read_from_the_page_image_with_their_labels(stage: OcrStage) -> None:
+    page = Image.new("L", (WIDTH, HEIGHT), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=28)
+    for x, label, checked in ((30, "Diabetes", True), (340, "Asthma", False)):
+        draw.rectangle((x, 60, x + 28, 88), outline=0, width=2)
+        if checked:
+            draw.line((x + 5, 65, x + 23, 83), fill=0, width=3)
+            draw.line((x + 5, 83, x + 23, 65), fill=0, width=3)
+        draw.text((x + 45, 60), label, fill=0, font=font)
+    batch = page_rows_to_table([page_row(0, image=page.tobytes(), text_source=None)])
+
+    (row,) = stage.process_batch(batch).to_pylist()
+
+    assert [(box["state"], squash(box["label"] or "")) for box in row["checkboxes"]] == [
+        ("checked", "diabetes"), ("unchecked", "asthma")]
+    lines = {line["line_id"]: squash(line["text"]) for line in row["lines"]}
+    assert [lines[box["label_line_ids"][0]].endswith(squash(box["label"])) for box in row["checkboxes"]] == [True, True]
+
+
+def test_a_text_layer_page_without_pixels_has_no_check_boxes(stage: OcrStage) -> None:
+    text_lines = [{"line_id": 0, "text": "Diabetes", "confidence": 1.0, "bbox": [0, 0, 90, 20],
+                   "polygon": [[0, 0], [90, 0], [90, 20], [0, 20]]}]
+    batch = page_rows_to_table([page_row(0, image=None, text_source="text_layer", lines=text_lines)])
+
+    (row,) = stage.process_batch(batch).to_pylist()
+
+    assert row["checkboxes"] is None and row["lines"] == text_lines

@@ -178,6 +178,18 @@ def test_born_digital_pdf_keeps_its_text_layer_in_pixel_space(tmp_path: Path) ->
         "DISCHARGE SUMMARY", "Patient: Johnson, Janet", "MRN: 3000002"]
 
 
+def test_born_digital_form_with_drawn_boxes_keeps_its_pixels_for_the_check_box_reader(tmp_path: Path) -> None:
+    path = born_digital_pdf(tmp_path / "form.pdf")
+    with pymupdf.open(path) as pdf:
+        pdf[0].draw_rect(pymupdf.Rect(72, 180, 83, 191), color=(0, 0, 0), width=1)
+        pdf.saveIncr()
+
+    (row,) = render([page_row(path)])
+
+    assert row["text_source"] == "text_layer" and len(row["lines"]) == len(TEXT_LINES)
+    assert len(row["image"]) == row["image_width"] * row["image_height"] == 1275 * 1650
+
+
 def test_pdf_with_too_little_text_is_treated_as_a_scan(tmp_path: Path) -> None:
     path = tmp_path / "stamp.pdf"
     with pymupdf.open() as pdf:
