@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import ray._private.auto_init_hook
 import ray.cluster_utils
 
 from pipeline.config import GpuConfig, load_config
@@ -38,8 +39,12 @@ def ocr_stage_recording_placement(record_dir: Path, **stage_args) -> OcrStage:
 
 
 @pytest.fixture()
-def gpu_cluster():
+def gpu_cluster(monkeypatch: pytest.MonkeyPatch):
     """A head node with CPUs only and two worker nodes with one GPU each (declared, not real)."""
+    # A Ray Data thread still winding down after the test must not auto-connect the driver to
+    # this cluster again: Cluster.shutdown refuses to remove a head the driver is connected to.
+    # (RAY_ENABLE_AUTO_CONNECT=0 is read once, when Ray is imported: the flag it sets is patched.)
+    monkeypatch.setattr(ray._private.auto_init_hook, "enable_auto_connect", False)
     cluster = ray.cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
     ray.init(address=cluster.address, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
