@@ -6,6 +6,7 @@
   medrec demo [output=DIR n_documents=N]
   medrec index build [sources=embedded|shared] [output=DIR] [terminology.sources.loinc_table=FILE ...]
   medrec evaluate input=GOLD_DIR output=RUN_DIR
+  medrec bench [pages=N] [corpus=DIR_OR_MANIFEST] [scaling=1,2] [output=DIR] [overrides ...]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate")
+COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "bench")
 
 
 def _synth(cfg) -> dict:
@@ -44,6 +45,20 @@ def _print_scores(run_dir: Path, gold_dir: Path) -> None:
     print(render_scores(evaluate_run(run_dir, gold_dir)))
 
 
+def _bench(overrides: list[str]) -> int:
+    from benchmarks.throughput import run_bench, split_bench_args
+    from pipeline.config import expand
+
+    options, overrides = split_bench_args(overrides)
+    # `output=` names the results folder; the runs inside it get their own output folders.
+    outputs = [o.split("=", 1)[1] for o in overrides if o.startswith("output=")]
+    overrides = [o for o in overrides if not o.startswith("output=")]
+    results = expand(outputs[-1] if outputs else f"benchmarks/results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_bench(options, overrides, results)
+    print(f"results: {results}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -60,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"terminology={o.split('=', 1)[1]}" if o.startswith("sources=") else o for o in overrides[1:]]
 
     from pipeline.config import expand, load_config
+
+    if command == "bench":
+        return _bench(overrides)
 
     if command == "demo" and not any(o.startswith("output=") for o in overrides):
         overrides.append(f"output=medrec-demo/{time.strftime('%Y%m%d-%H%M%S')}")

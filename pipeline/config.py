@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 class OcrConfig(_Strict):
     backend: Literal["paddle_onnx"]
     model_dir: str
-    det_limit_side_len: int = Field(1664, ge=320, le=6000)
+    det_limit_side_len: int = Field(960, ge=320, le=6000)
 
 
 class ExtractConfig(_Strict):
