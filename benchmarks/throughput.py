@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from benchmarks.memory import MemorySampler
 from pipeline.config import MedrecConfig, expand, load_config
 from pipeline.manifest import write_manifest
+from pipeline.manifest_source import conform_manifest
 from pipeline.report import render_stage_table, stage_figures
 from pipeline.tables import PageTableWriter, StageTiming
 
@@ -113,7 +114,7 @@ def run_baseline(cfg: MedrecConfig, manifest: Path, output: Path) -> tuple[dict,
     with MemorySampler() as memory:
         started, epoch = time.perf_counter(), time.time()
         for row in pq.ParquetFile(manifest).iter_batches(batch_size=1):
-            page = pa.Table.from_batches([row])
+            page = conform_manifest(pa.Table.from_batches([row]))
             for stage in stages:  # models load on the first page, as they would in the script
                 page = stage.process_batch(page)
             tables.write_batch(page)
@@ -142,7 +143,7 @@ def run_ocr_only(cfg: MedrecConfig, manifest: Path) -> tuple[dict, list[float]]:
     renderer = render()
     refs = []  # the driver holds object refs; the pixels live in the object store
     for rows in pq.ParquetFile(manifest).iter_batches(batch_size=cfg.resources.ocr.batch_size):
-        refs.append(ray.put(renderer.process_batch(pa.Table.from_batches([rows]))))
+        refs.append(ray.put(renderer.process_batch(conform_manifest(pa.Table.from_batches([rows])))))
     pages_in = pq.read_metadata(manifest).num_rows
     done_at: list[float] = []
     processed = quarantined = 0
