@@ -248,11 +248,10 @@ def run_bench(options: BenchOptions, overrides: list[str], results: Path) -> dic
     small = run_pipeline_measured(overrides, quarter, work / "pipeline-quarter")
     memory = {
         "n_pages": quarter_pages, "four_n_pages": options.pages,
-        "driver_rss_mib": {"n": small["memory"]["driver_rss_mib"], "four_n": pipeline["memory"]["driver_rss_mib"]},
-        "workers_rss_mib": {"n": small["memory"]["workers_rss_mib"], "four_n": pipeline["memory"]["workers_rss_mib"]},
     }
-    for figures in (memory["driver_rss_mib"], memory["workers_rss_mib"]):
-        figures["four_n_over_n"] = ratio(figures["four_n"], figures["n"])
+    for who in ("driver_rss_mib", "workers_rss_mib", "worker_max_rss_mib"):
+        n, four_n = small["memory"][who], pipeline["memory"][who]
+        memory[who] = {"n": n, "four_n": four_n, "four_n_over_n": ratio(four_n, n)}
     ratios = {"pipeline_over_baseline": ratio(pipeline["pages_per_minute"], baseline["pages_per_minute"]),
               "pipeline_over_ocr_only": ratio(pipeline["pages_per_minute"], ocr_only["pages_per_minute"])}
     figures = {
@@ -312,7 +311,8 @@ def render_markdown(figures: dict) -> str:
     lines += ["", f"| peak RSS MiB | N = {memory['n_pages']} pages | 4N = {memory['four_n_pages']} pages | 4N / N |",
               "|---|---:|---:|---:|"]
     lines += [f"| {who} | {m['n']} | {m['four_n']} | {m['four_n_over_n']} |"
-              for who, m in (("driver", memory["driver_rss_mib"]), ("Ray workers (sum)", memory["workers_rss_mib"]))]
+              for who, m in (("driver", memory["driver_rss_mib"]), ("Ray workers (sum)", memory["workers_rss_mib"]),
+                             ("largest Ray worker", memory["worker_max_rss_mib"]))]
     return "\n".join(lines) + "\n"
 
 

@@ -70,7 +70,7 @@ def test_tiny_bench_writes_consistent_figures(tmp_path: Path, terminology_index_
     assert ratios["pipeline_over_ocr_only"] == pytest.approx(
         runs["pipeline"]["pages_per_minute"] / runs["ocr_only"]["pages_per_minute"], abs=1e-3)
     memory = figures["memory"]
-    for who in ("driver_rss_mib", "workers_rss_mib"):
+    for who in ("driver_rss_mib", "workers_rss_mib", "worker_max_rss_mib"):
         assert memory[who]["n"] == runs["pipeline_quarter"]["memory"][who]
         assert memory[who]["four_n"] == runs["pipeline"]["memory"][who]
         assert memory[who]["four_n_over_n"] == pytest.approx(memory[who]["four_n"] / memory[who]["n"], abs=1e-3)
