@@ -8,6 +8,7 @@
   medrec evaluate input=GOLD_DIR output=RUN_DIR
   medrec plan [resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node] [ocr=paddle_gpu] [extract=vllm]
   medrec models check [ocr=paddle_gpu] [extract=vllm] [ocr.model_dir=DIR]   # exit 1: the configured models are missing
+  medrec bench [pages=N] [corpus=DIR_OR_MANIFEST] [scaling=1,2] [output=DIR] [overrides ...]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models")
+COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models", "bench")
 
 
 def _synth(cfg) -> dict:
@@ -102,6 +103,20 @@ def _check_models(overrides: list[str]) -> int:
     return 0 if all(status.staged for status in required) else 1
 
 
+def _bench(overrides: list[str]) -> int:
+    from benchmarks.throughput import run_bench, split_bench_args
+    from pipeline.config import expand
+
+    options, overrides = split_bench_args(overrides)
+    # `output=` names the results folder; the runs inside it get their own output folders.
+    outputs = [o.split("=", 1)[1] for o in overrides if o.startswith("output=")]
+    overrides = [o for o in overrides if not o.startswith("output=")]
+    results = expand(outputs[-1] if outputs else f"benchmarks/results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_bench(options, overrides, results)
+    print(f"results: {results}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -123,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         return _check_models(overrides[1:])
 
     from pipeline.config import expand, load_config
+
+    if command == "bench":
+        return _bench(overrides)
 
     if command == "demo" and not any(o.startswith("output=") for o in overrides):
         overrides.append(f"output=medrec-demo/{time.strftime('%Y%m%d-%H%M%S')}")

@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 class OcrConfig(_Strict):
     backend: Literal["paddle_onnx", "paddle"]
     model_dir: str
-    det_limit_side_len: int = Field(1664, ge=320, le=6000)
+    det_limit_side_len: int = Field(960, ge=320, le=6000)
     # paddle backend only: paddlepaddle-gpu with official model dirs staged locally.
     device: str = "cpu"  # PaddleOCR device string; under Ray `gpu:0` is the GPU Ray assigned
     det_model_name: str | None = None  # PaddleX model name the dir holds (its inference.yml's Global.model_name)

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.tables import PageTableWriter
+from pipeline.tables import PageTableWriter, StageTiming
+
+
+def stage_figures(timings: dict[str, StageTiming], graph_started: float, graph_seconds: float,
+                  workers: dict[str, int]) -> dict[str, dict[str, float | int | None]]:
+    """Per-stage throughput figures, in graph order, from the streamed timing sums.
+
+    utilisation = busy seconds / (workers x graph seconds): the share of its pool's time a
+    stage spent working. A task stage (no pool) counts as one worker, so its figure is the
+    mean number of its tasks busy at once. Output times are seconds after the graph started.
+    """
+    figures = {}
+    for stage, timing in timings.items():
+        pool = workers.get(stage, 1)
+        seen = timing.last_ended >= timing.first_ended
+        figures[stage] = {
+            "workers": pool,
+            "busy_seconds": round(timing.busy_seconds, 2),
+            "utilisation": round(timing.busy_seconds / (pool * graph_seconds), 3) if graph_seconds else None,
+            "pages_in": timing.pages_in,
+            "pages_out": timing.pages_out,
+            "first_output_seconds": round(timing.first_ended - graph_started, 2) if seen else None,
+            "last_output_seconds": round(timing.last_ended - graph_started, 2) if seen else None,
+        }
+    return figures
 
 
 @dataclass
@@ -39,6 +63,8 @@ class RunReport:
     llm_pages_by_source: dict[str, int] | None = None  # LLM backends: llm / llm_repaired / llm_fallback
     llm_output_tokens: int | None = None
     review_queue_fields: int = 0  # rows of tables/review_queue.parquet: flagged fields
+    # Per stage: workers, busy seconds, utilisation, pages in/out, first and last output time.
+    stages: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
 
     @property
     def conserved(self) -> bool:
@@ -49,7 +75,7 @@ class RunReport:
               resource_failures: int, skipped: dict[str, int], wall_seconds: float, setup_seconds: float,
               processing_seconds: float, graph_seconds: float,
               first_output_seconds: float | None, pipeline_version: str, terminology_version: str,
-              output: Path) -> "RunReport":
+              output: Path, graph_started: float, stage_workers: dict[str, int]) -> "RunReport":
         quarantine = pq.read_table(output / "quarantine.parquet", columns=["stage", "error_type", "resource_type"])
         reasons = Counter(
             f"{stage}:{error}" for stage, error, resource in zip(*(c.to_pylist() for c in quarantine.columns))
@@ -71,7 +97,7 @@ class RunReport:
             resources_by_type=dict(sorted(resources.items())),
             resources_failed_validation=resource_failures,
             entities_not_written_by_reason=dict(sorted(skipped.items())),
-            stage_busy_seconds={k: round(v, 2) for k, v in tables.stage_seconds.items()},
+            stage_busy_seconds={k: round(v.busy_seconds, 2) for k, v in tables.stage_timings.items()},
             wall_seconds=round(wall_seconds, 2),
             setup_seconds=round(setup_seconds, 2),
             processing_seconds=round(processing_seconds, 2),
@@ -84,6 +110,7 @@ class RunReport:
             llm_pages_by_source=dict(sorted(tables.llm_pages.items())) or None,
             llm_output_tokens=tables.llm_output_tokens if tables.llm_pages else None,
             review_queue_fields=counts.get("review_queue", 0),
+            stages=stage_figures(tables.stage_timings, graph_started, graph_seconds, stage_workers),
         )
 
 
@@ -99,9 +126,7 @@ def render_markdown(report: RunReport) -> str:
         f"- {report.pages_per_minute} pages/min over processing; first output {report.first_output_seconds}s "
         "after the graph started",
         "",
-        "| stage | busy seconds |",
-        "|---|---:|",
-        *[f"| {stage} | {seconds} |" for stage, seconds in report.stage_busy_seconds.items()],
+        *render_stage_table(report.stages),
         "",
         "| quarantine reason | pages |",
         "|---|---:|",
@@ -123,6 +148,20 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"- LLM extraction: pages by source {report.llm_pages_by_source}; "
                   f"{report.llm_output_tokens} output tokens", ""]
     return "\n".join(lines)
+
+
+STAGE_COLUMNS = ("workers", "busy_seconds", "utilisation", "pages_in", "pages_out",
+                 "first_output_seconds", "last_output_seconds")
+
+
+def render_stage_table(stages: dict[str, dict[str, float | int | None]]) -> list[str]:
+    """Markdown rows of the per-stage figures (shared by the run report and `medrec bench`)."""
+    return [
+        "| stage | " + " | ".join(c.replace("_", " ") for c in STAGE_COLUMNS) + " |",
+        "|---|" + "---:|" * len(STAGE_COLUMNS),
+        *[f"| {stage} | " + " | ".join(str(figures.get(c, "")) for c in STAGE_COLUMNS) + " |"
+          for stage, figures in stages.items()],
+    ]
 
 
 def write_report(report: RunReport, output: Path) -> None:

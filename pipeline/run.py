@@ -75,6 +75,13 @@ def prepare_models(cfg: MedrecConfig) -> str:
     return record["version"]
 
 
+def stage_pool_sizes(cfg: MedrecConfig) -> dict[str, int]:
+    """Actors per pooled stage, by stage name (render runs as tasks and has no pool)."""
+    res = cfg.resources
+    return {"ocr": res.ocr.actors, "classify": res.classify.actors, "extract": res.extract.actors,
+            "code": res.code.actors, "validate": res.validate_pool.actors}
+
+
 def init_ray(cfg: MedrecConfig) -> None:
     import ray
 
@@ -113,6 +120,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     log.info("run: %d pages, terminology %s", pages_in, index_version)
     # One-off set-up (manifest, index and model builds, Ray start) is timed apart from processing.
     processing_started = time.perf_counter()
+    graph_started = time.time()  # epoch, the clock the stages stamp their batches with
     setup_seconds = processing_started - started
 
     rules = RuleEngine.from_config(cfg.validate_rules)  # the same rules the validate stage loads
@@ -176,6 +184,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         resource_failures=failures, skipped=dict(skipped), wall_seconds=time.perf_counter() - started,
         setup_seconds=setup_seconds, processing_seconds=time.perf_counter() - processing_started,
         graph_seconds=graph_seconds, first_output_seconds=progress.first_output_s,
-        pipeline_version=version, terminology_version=index_version, output=output)
+        pipeline_version=version, terminology_version=index_version, output=output,
+        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg))
     write_report(report, output)
     return report

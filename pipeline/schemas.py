@@ -105,7 +105,9 @@ ENTITY_FIELDS = [
 ]
 ENTITY_TYPE = pa.struct(ENTITY_FIELDS)
 
-TIMING_TYPE = pa.struct([pa.field("stage", pa.string()), pa.field("seconds", pa.float64())])
+# seconds: the page's share of its batch's busy time; started/ended: the batch's epoch seconds.
+TIMING_TYPE = pa.struct([pa.field("stage", pa.string()), pa.field("seconds", pa.float64()),
+                         pa.field("started", pa.float64()), pa.field("ended", pa.float64())])
 
 # One row per manifest row, flowing through every stage; later stages fill later columns.
 PAGE_SCHEMA = pa.schema(

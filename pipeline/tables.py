@@ -68,6 +68,34 @@ class DocumentSummary:
         return f"{self.facility_id}|mrn:{mrn}" if mrn else f"{self.facility_id}|doc:{document_id}"
 
 
+@dataclass
+class StageTiming:
+    """One stage's work, summed from the timing entries of the rows that leave the graph.
+
+    Sums and extremes only, so it stays a few numbers per stage however many pages pass.
+    """
+
+    busy_seconds: float = 0.0
+    pages_in: int = 0  # healthy pages the stage was given
+    pages_failed: int = 0  # of those, pages the stage quarantined
+    first_started: float = float("inf")  # epoch seconds
+    first_ended: float = float("inf")
+    last_ended: float = float("-inf")
+
+    @property
+    def pages_out(self) -> int:
+        return self.pages_in - self.pages_failed
+
+    def add(self, timing: dict[str, Any], failed_here: bool) -> None:
+        self.busy_seconds += timing["seconds"]
+        self.pages_in += 1
+        self.pages_failed += int(failed_here)
+        if timing.get("ended") is not None:
+            self.first_started = min(self.first_started, timing["started"])
+            self.first_ended = min(self.first_ended, timing["ended"])
+            self.last_ended = max(self.last_ended, timing["ended"])
+
+
 class _Writer:
     def __init__(self, path: Path, schema: pa.Schema):
         self.path, self.schema, self.rows = path, schema, 0
@@ -93,10 +121,10 @@ class PageTableWriter:
         self.quarantine = _Writer(quarantine_path, QUARANTINE_SCHEMA)
         # One small summary per document (not per page): patient and type votes for assembly.
         self.documents: dict[tuple[str, str], DocumentSummary] = {}
-        self.stage_seconds: Counter[str] = Counter()
         # LLM backends: pages by extract_source (llm / llm_repaired / llm_fallback) and output tokens.
         self.llm_pages: Counter[str] = Counter()
         self.llm_output_tokens = 0
+        self.stage_timings: dict[str, StageTiming] = {}
 
     def write_batch(self, batch: pa.Table) -> tuple[int, int]:
         """Write one batch; returns (pages ok, pages quarantined)."""
@@ -106,7 +134,8 @@ class PageTableWriter:
                 (row["facility_id"], row["document_id"]), DocumentSummary(row["facility_id"], row["source_uri"], row["media_type"],
                                                     mrn_hint=row.get("mrn"), type_hint=row.get("document_type")))
             for timing in row.get("timings") or []:
-                self.stage_seconds[timing["stage"]] += timing["seconds"]
+                self.stage_timings.setdefault(timing["stage"], StageTiming()).add(
+                    timing, failed_here=row.get("error_stage") == timing["stage"])
             if row.get("error_stage"):
                 summary.pages_failed += 1
                 quarantined.append({

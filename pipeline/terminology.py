@@ -157,6 +157,15 @@ class TerminologyIndex:
         self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
                                   if system == ICD10CM and concept.billable)
 
+    def load_models(self) -> None:
+        """Load the embedding model now where the index has vectors: a stage's setup pays for
+        it once per worker, not its first batch (`medrec bench` showed the first code batch
+        taking most of the stage's busy time)."""
+        if self._vectors is not None:
+            from terminology_index.embeddings import embed
+
+            embed(["load"])
+
     def has_kind(self, kind: str) -> bool:
         """Whether any concept of this entity kind's systems is loaded."""
         index_kind, systems = SYSTEMS_BY_KIND[kind]

@@ -75,9 +75,12 @@ class Stage:
             raise KeyError(f"stage {self.name} is missing input columns {missing}")
         rows = batch.to_pylist()
         healthy = [r for r in rows if not r.get("error_stage")]
-        started = time.perf_counter()
+        # Wall-clock (epoch) start and end of the batch: comparable across worker processes
+        # on one node, so the driver can place every stage's work on one time line.
+        started = time.time()
         processed = iter(self.process_pages(healthy)) if healthy else iter(())
-        per_page = (time.perf_counter() - started) / max(len(healthy), 1)
+        ended = time.time()
+        per_page = (ended - started) / max(len(healthy), 1)
         out = []
         for row in rows:
             if row.get("error_stage"):
@@ -85,7 +88,7 @@ class Stage:
                 continue
             done = next(processed)
             done["timings"] = list(done.get("timings") or []) + [
-                {"stage": self.name, "seconds": per_page}
+                {"stage": self.name, "seconds": per_page, "started": started, "ended": ended}
             ]
             out.append(done)
         return page_rows_to_table(out)

@@ -43,6 +43,7 @@ class CodeStage(Stage):
         from pipeline.terminology import TerminologyIndex
 
         self.index = TerminologyIndex(Path(self.index_path))
+        self.index.load_models()
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         entities = [Entity.from_row(e) for e in row["entities"] or []]
