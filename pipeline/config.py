@@ -113,6 +113,7 @@ class PoolConfig(_Strict):
     actors: int = Field(1, ge=1, le=512)
     cpus_per_actor: float = Field(1.0, gt=0, le=64)
     threads_per_actor: int | None = Field(None, ge=1, le=64)  # None: the CPUs the actor is given, at least 1
+    nice: int = Field(0, ge=0, le=19)  # OS niceness added to Ray's worker niceness (15; the OS caps at 19)
     batch_size: int = Field(4, ge=1, le=1024)
     memory_mb: int | None = Field(None, ge=16)  # measured resident set per actor, reserved in Ray
     gpus_per_actor: float = Field(0.0, ge=0, le=8)  # fractional GPUs let several actors share a card

@@ -53,7 +53,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
 
     def pool(p: PoolConfig) -> Resources:
         return Resources(num_cpus=p.cpus_per_actor, num_gpus=p.gpus_per_actor, batch_size=p.batch_size,
-                         concurrency=p.actors, memory_mb=p.memory_mb)
+                         concurrency=p.actors, memory_mb=p.memory_mb, nice=p.nice)
 
     index_path = str(expand(cfg.terminology.index_path))
     coder = partial(CodeStage, index_path=index_path, top_k=cfg.code.top_k, min_score=cfg.code.min_score,

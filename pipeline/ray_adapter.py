@@ -6,6 +6,7 @@ runs as an actor pool (setup once per actor); otherwise it runs as stateless tas
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import pyarrow as pa
@@ -14,12 +15,13 @@ import ray.data
 from pipeline.stages.base import Stage
 
 
-
 class _StageActor:
     """The callable class Ray instantiates once per actor: builds the stage and sets it up."""
 
     def __init__(self, factory: Callable[[], Stage]):
         self.stage = factory()
+        if self.stage.resources.nice:
+            os.nice(self.stage.resources.nice)  # before setup: loading models yields to the bottleneck too
         self.stage.setup()
         self.stage._ready = True
 

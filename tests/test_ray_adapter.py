@@ -25,6 +25,7 @@ from pipeline.offline import OFFLINE_ENV
 from pipeline.plan import OcrDemand, make_plan
 from pipeline.ray_adapter import apply_stage
 from pipeline.schemas import page_rows_to_table
+from pipeline.stages.base import Resources, Stage
 from pipeline.stages.ocr import OcrStage
 from tests.stages.test_ocr import draw_page, page_row
 
@@ -79,3 +80,33 @@ def test_planned_ocr_actors_land_on_the_gpu_nodes(gpu_cluster: set[str], tmp_pat
     assert {placement["node_id"] for placement in placements} <= gpu_cluster
     assert all(placement["gpu_ids"] for placement in placements)
 
+
+
+class _NiceProbe(Stage):
+    """Writes the OS niceness its worker runs at into one string column of each row."""
+
+    name = "nice_probe"
+
+    def __init__(self, column: str, resources: Resources):
+        super().__init__(resources)
+        self.column = column
+
+    def process_page(self, row: dict) -> dict:
+        return {**row, self.column: str(os.nice(0))}
+
+
+def test_an_actor_pool_runs_at_its_declared_niceness_above_the_other_workers() -> None:
+    ray.init(num_cpus=1, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
+    try:
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+        rows = [page_row(i, image=None, text_source="ocr") for i in range(2)]
+        dataset = ray.data.from_arrow(page_rows_to_table(rows))
+        for column, nice in (("text_source", 0), ("document_type_predicted", 3)):
+            dataset = apply_stage(dataset, partial(_NiceProbe, column, Resources(num_cpus=0.4, batch_size=2,
+                                                                                concurrency=1, nice=nice)))
+        pages = dataset.take_all()
+    finally:
+        ray.shutdown()
+
+    # Ray starts its workers niced already (15 by default); a pool's `nice` adds to that.
+    assert [int(p["document_type_predicted"]) - int(p["text_source"]) for p in pages] == [3, 3]

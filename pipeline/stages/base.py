@@ -29,6 +29,9 @@ class Resources:
     memory_mb: int | None = None  # resident working set per worker; Ray reserves it
     # None: stateless tasks. An int: an actor pool of that many actors (model holders).
     concurrency: int | None = None
+    # OS scheduling niceness of the pool's actors: on a few cores, light stages that run
+    # beside the bottleneck (OCR) yield the CPU to it instead of taking turns with it.
+    nice: int = 0
 
 
 class PageFailure(Exception):
