@@ -99,7 +99,9 @@ _LAB_ROW = re.compile(
 )
 _RANGE = re.compile(rf"^(?P<low>{_NUMBER})\s*(?:-|–|to)\s*(?P<high>{_NUMBER})$")
 _BOUND = re.compile(rf"^(?P<op>[<>≤≥])=?\s*(?P<value>{_NUMBER})$")
-_FLAG_WORDS = {"HIGH": "H", "LOW": "L", "ABNORMAL": "A", "CRITICAL": "A"}
+# Lab flags as printed -> v3-ObservationInterpretation codes (one map for row patterns and table cells).
+LAB_FLAGS = {"H": "H", "L": "L", "HH": "HH", "LL": "LL", "A": "A", "N": "N", "*": "A",
+             "HIGH": "H", "LOW": "L", "ABNORMAL": "A", "CRITICAL": "A"}
 _MEDICATION = re.compile(
     rf"^(?P<name>[A-Za-z][A-Za-z -]*?)\s+(?P<dose>{_NUMBER})\s*(?P<unit>mg|mcg|µg|g|mL|units?|IU|mEq)\b"
     r"(?:\s+(?P<form>tablets?|capsules?|tab|cap|inhaler|solution|patch|injection))?(?P<rest>.*)$",
@@ -349,7 +351,7 @@ class LexiconExtractor:
         entity.reference_low, entity.reference_high, entity.reference_text = parse_reference_range(
             match.group("reference"))
         flag = match.group("flag")
-        entity.interpretation = _FLAG_WORDS.get(flag.upper(), flag.upper()) if flag else interpret(entity)
+        entity.interpretation = LAB_FLAGS.get(flag.upper(), flag.upper()) if flag else interpret(entity)
         score_field(entity, "name", entity.text, STRENGTH["table_row"] if known else STRENGTH["unknown_lab_name"])
         score_field(entity, "value", value, STRENGTH["table_row"])
         score_field(entity, "unit", entity.unit, STRENGTH["table_row"] if ucum_code(match.group("unit"))

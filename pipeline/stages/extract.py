@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
 from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
                              split_line, straighten, union_bbox)
-from pipeline.lexicon import (SECTIONS, STRENGTH, LexiconExtractor, Lexicons, deterministic_entity_id, interpret,
+from pipeline.lexicon import (LAB_FLAGS, SECTIONS, STRENGTH, LexiconExtractor, Lexicons, deterministic_entity_id, interpret,
                               parse_reference_range, score_field)
 from pipeline.units import normalise_unit, ucum_code
 from pipeline.records import CheckboxMark, Entity, OcrLine
@@ -92,7 +92,6 @@ def _layout_entity(kind: str, text: str, section: str, assertion: str, page: int
 # Result tables ---------------------------------------------------------------------------
 
 _VALUE = re.compile(r"[<>]?\d+(?:\.\d+)?")
-FLAGS = {"H": "H", "L": "L", "HH": "HH", "LL": "LL", "A": "A", "N": "N", "HIGH": "H", "LOW": "L", "*": "A"}
 
 
 def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[Entity]:
@@ -114,7 +113,7 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
             entity.unit = normalise_unit(body.text("unit"))
             entity.reference_low, entity.reference_high, entity.reference_text = parse_reference_range(
                 body.text("range"))
-            flag = FLAGS.get((body.text("flag") or "").strip().upper())
+            flag = LAB_FLAGS.get((body.text("flag") or "").strip().upper())
             entity.interpretation = flag or interpret(entity)
             score_field(entity, "name", entity.text, STRENGTH["table_row"])
             score_field(entity, "value", entity.value, STRENGTH["table_row"])
