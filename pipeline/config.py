@@ -35,6 +35,13 @@ class OcrConfig(_Strict):
     rec_batch_size: int = Field(8, ge=1, le=256)  # text lines per recognition call
     recycle_after_pages: int | None = Field(None, ge=1)  # rebuild the engine after N pages: Paddle workers grow
     gpu_memory_gb_per_actor: float = Field(0.0, ge=0, le=80)  # VRAM budget per OCR actor the plan reserves
+    # paddle_onnx only (benchmarks/ocr_engines.py measures each): what runs the ONNX graphs and how.
+    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    precision: Literal["f32", "bf16"] = "f32"  # openvino: bf16 halves the work on CPUs with AVX-512 BF16
+    rec_width_step: int | None = Field(None, ge=8, le=1024)  # openvino: pad line batches to reuse kernels
+    graph_optimization_level: Literal[0, 1, 2, 99] | None = None  # onnxruntime; None: its default (99)
+    enable_cpu_mem_arena: bool | None = None  # onnxruntime; None: its default (on)
+    execution_mode: Literal["sequential", "parallel"] | None = None  # onnxruntime; None: sequential
 
     @model_validator(mode="after")
     def _paddle_needs_model_dirs(self) -> "OcrConfig":
@@ -45,6 +52,8 @@ class OcrConfig(_Strict):
                 raise ValueError(f"ocr backend paddle needs {missing}")
             if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
                 raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
+        if self.precision == "bf16" and self.runtime != "openvino":
+            raise ValueError("ocr precision bf16 needs runtime openvino (ONNX Runtime's CPU kernels are f32)")
         return self
 
 

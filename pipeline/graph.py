@@ -31,6 +31,13 @@ def staged_ocr_dirs(ocr: OcrConfig) -> OcrModelDirs | None:
     return OcrModelDirs(ocr.det_model_name, expand(ocr.det_model_dir), ocr.rec_model_name, expand(ocr.rec_model_dir))
 
 
+def ocr_runtime_kwargs(ocr: OcrConfig) -> dict:
+    """The embedded backend's runtime and session settings as OcrStage arguments."""
+    return dict(runtime=ocr.runtime, precision=ocr.precision, rec_width_step=ocr.rec_width_step,
+                graph_optimization_level=ocr.graph_optimization_level,
+                enable_cpu_mem_arena=ocr.enable_cpu_mem_arena, execution_mode=ocr.execution_mode)
+
+
 def gpu_plan(cfg: MedrecConfig) -> Plan | None:
     """The VRAM plan when the resources profile describes GPUs; None on a CPU profile."""
     return plan_for_config(cfg, llm_spec_for(cfg)) if cfg.resources.gpu else None
@@ -65,7 +72,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
-                rec_batch_size=cfg.ocr.rec_batch_size if cfg.ocr.backend == "paddle" else None,
+                rec_batch_size=cfg.ocr.rec_batch_size, **ocr_runtime_kwargs(cfg.ocr),
                 resources=ocr_resources(cfg, gpu_plan(cfg))),
         partial(ClassifyStage, resources=pool(res.classify)),
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.checkboxes import page_checkboxes
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
+from pipeline.ocr_runtime import PRECISIONS, RUNTIMES, ort_engine_config, use_openvino
 from pipeline.offline import use_offline_environment
 from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
 
@@ -61,6 +62,12 @@ class OcrStage(Stage):
         staged_dirs: OcrModelDirs | None = None,
         rec_batch_size: int | None = None,
         recycle_after_pages: int | None = None,
+        runtime: str = "onnxruntime",
+        precision: str = "f32",
+        rec_width_step: int | None = None,
+        graph_optimization_level: int | None = None,
+        enable_cpu_mem_arena: bool | None = None,
+        execution_mode: str | None = None,
     ):
         """
         Args:
@@ -80,6 +87,12 @@ class OcrStage(Stage):
             staged_dirs: the paddle backend's official model names and dirs.
             rec_batch_size: text lines per recognition call; None: PaddleOCR's default.
             recycle_after_pages: rebuild the engine after this many pages; None: never.
+            runtime: paddle_onnx only: "onnxruntime" or "openvino" (pipeline.ocr_runtime).
+            precision: OpenVINO inference precision, "f32" or "bf16" (CPUs with AVX-512 BF16/AMX).
+            rec_width_step: OpenVINO only: text-line batches are padded to a multiple of this
+                width so its per-shape kernels are reused; None: no padding.
+            graph_optimization_level, enable_cpu_mem_arena, execution_mode: ONNX Runtime
+                session options; None keeps ONNX Runtime's default.
         """
         super().__init__(resources)
         if cpu_threads < 1:
@@ -104,6 +117,17 @@ class OcrStage(Stage):
         self.staged_dirs = staged_dirs
         self.rec_batch_size = rec_batch_size
         self.recycle_after_pages = recycle_after_pages
+        if runtime not in RUNTIMES:
+            raise ValueError(f"ocr runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision not in PRECISIONS or (runtime == "onnxruntime" and precision != "f32"):
+            raise ValueError(f"ocr precision {precision!r}: f32, or bf16 with runtime openvino")
+        if rec_width_step is not None and rec_width_step < 1:
+            raise ValueError(f"rec_width_step must be >= 1, got {rec_width_step}")
+        self.runtime = runtime
+        self.precision = precision
+        self.rec_width_step = rec_width_step
+        self.session_options = ort_engine_config(cpu_threads, graph_optimization_level, enable_cpu_mem_arena,
+                                                 execution_mode)
         self.counters: Counter[str] = Counter()
         self._engine: Any = None
         self._pages_since_build = 0
@@ -138,17 +162,18 @@ class OcrStage(Stage):
                 engine="onnxruntime",
                 # With engine="onnxruntime" PaddleOCR ignores `cpu_threads`; ORT session
                 # options go through engine_config (paddlex ONNXRuntimeRunnerConfig).
-                engine_config={
-                    "intra_op_num_threads": self.cpu_threads,
-                    "inter_op_num_threads": 1,
-                },
+                engine_config=self.session_options,
                 device="cpu",
                 **_model_kwargs(dirs),
                 **common,
             )
+            if self.runtime == "openvino":
+                use_openvino(engine, self.cpu_threads, self.precision, self.rec_width_step)
         logger.info(
-            "ocr engine ready: backend=%s device=%s det=%s rec=%s threads=%d",
+            "ocr engine ready: backend=%s runtime=%s/%s device=%s det=%s rec=%s threads=%d",
             self.backend,
+            self.runtime if self.backend == "paddle_onnx" else "paddle",
+            self.precision,
             self.device if self.backend == "paddle" else "cpu",
             dirs.det_model_name,
             dirs.rec_model_name,
