@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import BenchOptions, run_bench, scaling_overrides, split_bench_args
+from benchmarks.throughput import BenchOptions, run_bench, scaling_overrides, split_bench_args, steady_pages_per_minute
 from pipeline.config import load_config
 
 PAGES = 4
@@ -36,6 +36,12 @@ def test_scaling_keeps_threads_and_the_pool_cpu_budget():
         assert scaled.actors == actors and scaled.threads == pool.threads
         assert scaled.actors * scaled.cpus_per_actor <= max(pool.actors, actors) * pool.cpus_per_actor + 1e-6
         assert scaled.cpus_per_actor <= pool.cpus_per_actor
+
+
+def test_steady_rate_counts_pages_between_first_and_last_output():
+    assert steady_pages_per_minute([10.0, 11.0, 12.0, 16.0]) == 30.0  # 3 pages in the 6 s after the first
+    assert steady_pages_per_minute([5.0]) is None
+    assert steady_pages_per_minute([5.0, 5.0]) is None
 
 
 @pytest.mark.slow
@@ -74,8 +80,11 @@ def test_tiny_bench_writes_consistent_figures(tmp_path: Path, terminology_index_
         assert memory[who]["n"] == runs["pipeline_quarter"]["memory"][who]
         assert memory[who]["four_n"] == runs["pipeline"]["memory"][who]
         assert memory[who]["four_n_over_n"] == pytest.approx(memory[who]["four_n"] / memory[who]["n"], abs=1e-3)
+    assert ratios["steady_pipeline_over_ocr_only"] == pytest.approx(
+        runs["pipeline"]["steady_pages_per_minute"] / runs["ocr_only"]["steady_pages_per_minute"], abs=1e-3)
+    assert figures["ocr_engine"]["pages_per_cpu_minute"] > 0
     for name, goal in figures["goals"].items():
-        at_most = name == "memory_4n_over_n"
+        at_most = name in ("memory_4n_over_n", "first_ocr_output_seconds")
         assert goal["met"] == (goal["measured"] <= goal["goal"] if at_most else goal["measured"] >= goal["goal"])
 
     # Per-stage figures: every stage saw every page (the tiny corpus has no bad files).

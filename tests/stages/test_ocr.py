@@ -122,6 +122,25 @@ def test_rejects_bad_config(tmp_path) -> None:
         OcrStage(model_dir=str(tmp_path), backend="paddle", device="gpu:0")
     with pytest.raises(ValueError, match="recycle_after_pages"):
         OcrStage(model_dir=str(tmp_path), recycle_after_pages=0)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        OcrStage(model_dir=str(tmp_path), runtime="tensorrt")
+    with pytest.raises(ValueError, match="precision"):
+        OcrStage(model_dir=str(tmp_path), precision="bf16")
+    with pytest.raises(ValueError, match="rec_width_step"):
+        OcrStage(model_dir=str(tmp_path), runtime="openvino", rec_width_step=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_the_openvino_runtime_reads_the_page_as_onnx_runtime_does(tmp_path, precision: str) -> None:
+    stage = OcrStage(model_dir=str(tmp_path), runtime="openvino", precision=precision, rec_width_step=128)
+    batch = page_rows_to_table([page_row(0, image=draw_page(PAGE_LINES), text_source=None)])
+
+    (row,) = stage.process_batch(batch).to_pylist()
+
+    assert row["error_stage"] is None
+    assert type(stage._engine.paddlex_pipeline.text_rec_model.runner.session).__name__ == "OpenVinoSession"
+    assert [squash(line["text"]) for line in row["lines"]] == [squash(line) for line in PAGE_LINES]
 
 
 class _RejectsDarkPages:

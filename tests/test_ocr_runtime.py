@@ -1,0 +1,43 @@
+"""OpenVINO behind ONNX Runtime's `run` call, on the shipped recognition graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.ocr_models import REC_SOURCE_FILE, rapidocr_models_dir
+from pipeline.ocr_runtime import OpenVinoSession, ort_engine_config
+
+
+def test_session_options_leave_unset_ones_to_onnx_runtime() -> None:
+    assert ort_engine_config(2) == {"intra_op_num_threads": 2, "inter_op_num_threads": 1}
+    assert ort_engine_config(1, graph_optimization_level=1, enable_cpu_mem_arena=False, execution_mode="parallel") == {
+        "intra_op_num_threads": 1, "inter_op_num_threads": 1, "graph_optimization_level": 1,
+        "enable_cpu_mem_arena": False, "execution_mode": "parallel"}
+
+
+@pytest.fixture(scope="module")
+def rec_model():
+    source = rapidocr_models_dir()
+    if source is None or not (source / REC_SOURCE_FILE).is_file():
+        pytest.skip("the rapidocr wheel with the PP-OCRv6 rec graph is not installed")
+    return source / REC_SOURCE_FILE
+
+
+def test_openvino_answers_as_onnx_runtime_and_pads_line_widths(rec_model) -> None:
+    import onnxruntime as ort
+
+    lines = np.random.default_rng(0).uniform(-1, 1, (2, 3, 48, 200)).astype(np.float32)
+    onnx_session = ort.InferenceSession(str(rec_model), providers=["CPUExecutionProvider"])
+    expected = onnx_session.run(None, {"x": lines})[0]
+
+    session = OpenVinoSession(rec_model, threads=1, precision="f32", width_step=64)
+    (padded,) = session.run(None, {"x": lines})
+
+    # 200 px wide lines are padded to 256: the model reads 8 px per time step.
+    assert padded.shape == (2, 256 // 8, expected.shape[-1])
+    unpadded = OpenVinoSession(rec_model, threads=1, precision="f32").run(None, {"x": lines})[0]
+    assert unpadded.shape == expected.shape
+    np.testing.assert_allclose(unpadded, expected, atol=2e-3)
+    with pytest.raises(ValueError, match="precision"):
+        OpenVinoSession(rec_model, threads=1, precision="int4")
