@@ -1,13 +1,14 @@
 """OCR engine options: pages per CPU-minute and accuracy against the eval kit's gold, in one run.
 
-  python -m benchmarks.ocr_engines --kit DIR [DIR ...] [--pages N] [--options a,b] [--output DIR]
+  python -m benchmarks.ocr_engines --kit DIR [DIR ...] [--pages N] [--options a,b] [--jobs J] [--output DIR]
 
 `--kit` names folders rendered by the eval kit (`../shared/eval/records/render_*.py --out DIR`):
 each holds `docs/` and `gold/`. Its scanned pages go through the render stage as in the
-pipeline, then through an `OcrStage` built with each option, in this process, one thread.
+pipeline, then through an `OcrStage` built with each option in a fresh process, one thread
+(`--jobs` such processes at a time).
 
 Method: the machine is shared, so wall-clock rates say more about the neighbours than about
-the engine. Each option is timed by the CPU time of this process (`time.process_time`, all
+the engine. Each option is timed by the CPU time of its process (`time.process_time`, all
 its threads) over the same pages after one warm-up page; with one inference thread that is
 pages per minute per core. The first option is measured again at the end: the gap between its
 two figures is the run's noise. Accuracy is the eval kit's: CER = Levenshtein / gold length
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 import unicodedata
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +79,13 @@ class OptionResult:
 
 
 def load_kit_pages(kit_dirs: list[Path], limit: int | None) -> list[KitPage]:
-    """The OCR pages (no usable text layer) of the kit folders, in a fixed order."""
+    """The OCR pages (no usable text layer) of the kit folders, in a fixed order; with `limit`,
+    an equal share of it from each folder."""
     render = RenderStage()
     pages: list[KitPage] = []
+    share = -(-limit // len(kit_dirs)) if limit else None
     for kit in kit_dirs:
+        taken = 0
         gold = {path.stem: json.loads(path.read_text("utf-8")) for path in sorted((kit / "gold").glob("*.json"))}
         for row in sorted(build_manifest(kit / "docs").to_pylist(), key=lambda r: (r["source_uri"], r["page_index"])):
             document = gold.get(Path(row["source_uri"]).stem)
@@ -90,6 +96,9 @@ def load_kit_pages(kit_dirs: list[Path], limit: int | None) -> list[KitPage]:
                 continue
             text = next(p["text"] for p in document["pages"] if p["page"] == row["page_index"] + 1)
             pages.append(KitPage(rendered, text))
+            taken += 1
+            if taken == share:
+                break
     pages = pages[:limit] if limit else pages
     if not pages:
         raise ValueError("no scanned pages with gold found under the kit folders (docs/ and gold/ expected)")
@@ -163,22 +172,29 @@ def render_markdown(figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(kit_dirs: list[Path], limit: int | None, option_names: list[str], model_dir: str, output: Path) -> dict:
+def run(kit_dirs: list[Path], limit: int | None, option_names: list[str], model_dir: str, output: Path,
+        jobs: int = 1) -> dict:
     use_offline_environment()
     unknown = [name for name in option_names if name not in OPTIONS]
     if unknown:
         raise ValueError(f"unknown options {unknown}; known: {sorted(OPTIONS)}")
     pages = load_kit_pages(kit_dirs, limit)
     print(f"[ocr engines] {len(pages)} scanned pages; options: {', '.join(option_names)}", flush=True)
-    results = []
-    for name in option_names:
-        results.append(measure_option(name, OPTIONS[name], pages, model_dir))
-        print(f"[ocr engines] {json.dumps(asdict(results[-1]))}", flush=True)
-    repeat = measure_option(option_names[0], OPTIONS[option_names[0]], pages, model_dir)
+    # One fresh process per option: no option inherits another's allocations or thread pools.
+    runs = [*option_names, option_names[0]]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(measure_option, name, OPTIONS[name], pages, model_dir) for name in runs]
+        measured = []
+        for future in futures:
+            measured.append(future.result())
+            print(f"[ocr engines] {json.dumps(asdict(measured[-1]))}", flush=True)
+    results, repeat = measured[:-1], measured[-1]
     first, last = results[0].pages_per_cpu_minute, repeat.pages_per_cpu_minute
     figures = {
         "pages": len(pages),
-        "method": ("CPU time of the benchmark process (time.process_time) per page, one inference thread, "
+        "method": ("CPU time of the measuring process (time.process_time, one fresh process per option) per page, "
+                   "one inference thread, "
                    "after one warm-up page: pages/min per core; accuracy = eval-kit CER (micro) and word-bag F1 "
                    "against the gold page text."),
         "results": [asdict(r) for r in results],
@@ -200,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=None, help="first N scanned pages (default: all)")
     parser.add_argument("--options", default=",".join(OPTIONS), help="comma-separated; the first is the baseline")
     parser.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--jobs", type=int, default=1, help="options measured at once, each in its own process")
     parser.add_argument("--output", type=Path,
                         default=Path(f"benchmarks/results/ocr_engines-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = parser.parse_args(argv)
-    run(args.kit, args.pages, args.options.split(","), args.model_dir, args.output)
+    run(args.kit, args.pages, args.options.split(","), args.model_dir, args.output, args.jobs)
     return 0
 
 
