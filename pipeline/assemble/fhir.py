@@ -46,6 +46,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from pipeline.assemble import vocabulary as vocab
+from pipeline.readers.observations import SURVEY
 from pipeline.records import DocumentBundle, Entity
 from pipeline.sig import parse_sig
 
@@ -715,11 +716,11 @@ def _build_blood_pressure(run: _Run, ctx: _DocumentContext, systolic: Entity, di
 
 
 def _build_lab_observation(run: _Run, ctx: _DocumentContext, entity: Entity, skipped: Counter[str]) -> _Draft:
-    """One lab result: LOINC code, UCUM quantity, reference range and flag."""
+    """One lab result (or a scored instrument, category survey): LOINC code, UCUM quantity,
+    reference range and flag."""
     resource_id = ctx.resource_id(run, "Observation", entity.entity_id)
-    body = _observation_body(
-        resource_id, ctx, "laboratory", "Laboratory", _entity_concept(entity, vocab.LOINC, skipped)
-    )
+    category = ("survey", "Survey") if entity.attribute == SURVEY else ("laboratory", "Laboratory")
+    body = _observation_body(resource_id, ctx, *category, _entity_concept(entity, vocab.LOINC, skipped))
     body.update(_observation_value(entity))
     if entity.interpretation:
         interpretation: Json = {"text": entity.interpretation}

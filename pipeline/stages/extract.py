@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
-from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
-                             split_line, straighten, union_bbox)
+from pipeline.layout import (Row, Table, find_tables, join_key_values, join_stacked_fields, level_box, reading_order,
+                             skew_angle, split_line, straighten, union_bbox)
 from pipeline.lexicon import SECTIONS, LexiconExtractor, Lexicons, deterministic_entity_id
 from pipeline.readers.common import STRENGTH, score_field
 from pipeline.readers.observations import LAB_FLAGS, interpret, parse_reference_range
@@ -61,7 +61,8 @@ class LexiconExtractStage(Stage):
         # Check-box labels and Yes/No questions are read with their boxes, never as list
         # items of their section.
         taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
-        rows = [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))]
+        rows = join_stacked_fields(
+            [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))])
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
         # The classifier's type says what unheaded rows are; an unsure type is not relied on.
