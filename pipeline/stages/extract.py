@@ -97,7 +97,7 @@ _VALUE = re.compile(r"[<>]?\d+(?:\.\d+)?")
 
 
 def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[Entity]:
-    """Lab results from table rows whose test is a known lab and whose result is a number.
+    """Lab results from the rows of a result table whose result is a number.
 
     Each field comes from its own column; a missing flag is derived from the reference
     range, a missing unit or range stays empty.
@@ -106,8 +106,11 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
     for table in tables:
         for body in table.rows:
             name, value = body.text("name"), _VALUE.search(body.text("value") or "")
-            if not name or not value or normalise_term(name) not in labs:
+            if not name or not value or not re.search(r"[A-Za-z]{2}", name):
                 continue
+            # Under a header that names its columns a row is a result whatever its test is
+            # called; a name the dictionary does not know only lowers its confidence.
+            known = normalise_term(name) in labs
             lines = [line for cell in body.cells.values() for line in cell.lines]
             entity = _layout_entity("lab", name, "results", "present", page, list({id(l): l for l in lines}.values()),
                                     body.row.bbox, strength=1.0)
@@ -117,7 +120,7 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
                 body.text("range"))
             flag = LAB_FLAGS.get((body.text("flag") or "").strip().upper())
             entity.interpretation = flag or interpret(entity)
-            score_field(entity, "name", entity.text, STRENGTH["table_row"])
+            score_field(entity, "name", entity.text, STRENGTH["table_row" if known else "unknown_lab_name"])
             score_field(entity, "value", entity.value, STRENGTH["table_row"])
             score_field(entity, "unit", entity.unit,
                         STRENGTH["table_row"] if ucum_code(body.text("unit")) else STRENGTH["unknown_unit"])
