@@ -95,9 +95,10 @@ class ObservationReader:
             match = _SCORE.match(line.text.strip())
             if not match or _BLOOD_PRESSURE.search(line.text) or re.match(r"\s*pain\b", line.text, re.I):
                 continue
-            name = (match.group("name") or match.group("scale")).strip()
-            value = match.group("value") or match.group("scale_value")
-            entity = new_entity("lab", f"{name} score" if match.group("name") else name,
+            value_group = "value" if match.group("value") else "scale_value"
+            value = match.group(value_group)
+            name = match.string[:match.start(value_group)].strip(" :")
+            entity = new_entity("lab", name,
                                 replace(ctx, row=Row([line]), section=ctx.section or "screening"), "present")
             entity.attribute = SURVEY
             entity.value, entity.value_num, entity.unit = value, float(value), "{score}"
