@@ -57,6 +57,9 @@ class LexiconExtractStage(Stage):
         marks = [CheckboxMark.from_row(mark) for mark in row.get("checkboxes") or []]
         # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
         angle = skew_angle(lines)
+        # What users search and re-extraction reads: every line, columns in reading order.
+        row["text"] = "\n".join(" ".join(line.text.strip() for line in r.lines)
+                                for r in reading_order(straighten(lines, angle)))
         questions = yes_no_questions(marks, lines, angle)
         # Check-box labels and Yes/No questions are read with their boxes, never as list
         # items of their section.
