@@ -129,7 +129,7 @@ def test_medication_dose_route_and_frequency(discharge: list[Entity]) -> None:
     metformin = one(discharge, "medication", "Metformin 500 mg")
 
     assert metformin.section == "home medications"
-    assert metformin.attribute == "Metformin 500 mg"  # the product as written: what the code stage looks up
+    assert metformin.attribute == "Metformin"  # the drug, as dose rules name it; the text is the product
     assert (metformin.dose_value, metformin.dose_unit, metformin.route, metformin.frequency) == (
         500.0, "mg", "PO", "BID")
     lisinopril = one(discharge, "medication", "Lisinopril 10 mg tablet")

@@ -16,7 +16,7 @@ from pipeline.terminology import normalise_term
 _LIST_TRIGGER = re.compile(
     r"\b(?:(?:a |an |significant |known )?(?:past |prior )?(?:medical )?history of|h/o|hx of|"
     r"presents? with|presenting with|diagnosed with|diagnoses? of|positive for|suffers? from|suffering from|"
-    r"treated for|admitted (?:with|for)|known case of|complains? of|complaining of)\s+", re.I)
+    r"treated for|admitted with|known case of|complains? of|complaining of)\s+", re.I)
 _SENTENCE = re.compile(r"[^.;!?]+(?:[.;!?]|$)")
 # List items are separated by commas, semicolons and a final "and"/"or" (outside parentheses).
 _ITEM_SEPARATOR = re.compile(r",\s*(?:and\s+|or\s+)?|;\s*|\s+(?:and|or)\s+")

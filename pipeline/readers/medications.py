@@ -130,8 +130,8 @@ class MedicationReader:
             return None
         assertion = assertion_of(item[:item.lower().find(product.name.lower()[:8])] if product.name else "", ctx.role)
         entity = new_entity("medication", product.description, ctx, assertion)
-        # What the code stage looks up: the whole product (an SCD or SBD name), then the drug.
-        entity.attribute = product.description
+        # The drug (what dose rules name); the code stage looks up the product (the text) first.
+        entity.attribute = drug or product.name
         entity.status = medication_status(item, ctx)
         entity.dose_value, entity.dose_unit, entity.value = product.dose, product.unit, product.form
         known = drug is not None

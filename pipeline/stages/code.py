@@ -105,16 +105,17 @@ class CodeStage(Stage):
         query = entity.text
         if entity.kind == "vital":
             query = _VITAL_LOOKUP_NAMES.get(entity.attribute or "", entity.attribute or entity.text)
-        elif entity.kind in ("medication", "allergy") and entity.attribute:
+        elif entity.kind == "allergy" and entity.attribute:
             query = entity.attribute
         candidates = self.index.candidates(entity.kind, query, self.top_k)
         if entity.kind == "medication" and not any(c.score >= _EXACT for c in candidates):
             # The product as written is no RxNorm name ("Acetaminophen 325 mg tab"): code its
             # drug, then the clinical drug of that strength and form (below).
             product = read_product(query)
+            drug = product.name if product is not None else entity.attribute
             # A combination ("a 325 mg / b 10 mg") is never coded as one of its drugs.
-            if product is not None and product.name and "/" not in product.name:
-                candidates = self.index.candidates(entity.kind, product.name, self.top_k)
+            if drug and "/" not in drug:
+                candidates = self.index.candidates(entity.kind, drug, self.top_k)
         if entity.kind == "lab":
             candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
         entity.candidates = candidates
