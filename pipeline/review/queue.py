@@ -135,7 +135,7 @@ class ReviewQueue:
         clause, params = where.where()
         cursor = self._db.cursor()
         result = cursor.execute(
-            "SELECT q.out, q.item_id, q.seq, q.facility_id, q.document_id, q.document_type, q.page_index, q.kind, "
+            "SELECT q.out, q.item_id, q.seq, q.facility_id, q.document_id, q.document_type, q.page_index, q.entity_id, q.kind, "
             "q.field, q.value, q.confidence, q.reason, q.priority, coalesce(s.status, 'open') AS status, s.assignee "
             f"FROM queue q LEFT JOIN states s USING (out, item_id) WHERE q.seq > ? AND {clause} "
             "ORDER BY q.seq LIMIT ?", [after_seq, *params, limit])

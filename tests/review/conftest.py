@@ -93,7 +93,9 @@ def build_output(root: Path, index_path: Path) -> Path:
         for row in assemble_group(group, "medrec 0.1.0", "test-index", "1970-01-01T00:00:00Z").to_pylist():
             if row["json"]:
                 kind = row["resource_type"]
-                handles.setdefault(kind, (fhir / f"{kind}.ndjson").open("w")).write(row["json"] + "\n")
+                if kind not in handles:
+                    handles[kind] = (fhir / f"{kind}.ndjson").open("w")
+                handles[kind].write(row["json"] + "\n")
                 counts[kind] += 1
     for handle in handles.values():
         handle.close()
