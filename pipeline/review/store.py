@@ -60,6 +60,13 @@ class _AppendOnly:
         finally:
             os.close(fd)
 
+    def _checked(self, row: dict[str, Any]) -> None:
+        """Raise unless the row fits the schema: types, and values where a column is required."""
+        missing = [f.name for f in self.schema if not f.nullable and row.get(f.name) in (None, "")]
+        if missing:
+            raise ValueError(f"{self.path.name}: missing {missing}")
+        pa.Table.from_pylist([row], schema=self.schema)  # raises on a value of the wrong type
+
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
@@ -84,7 +91,7 @@ class DecisionLog(_AppendOnly):
         row.update(decision)
         row["decision_id"] = row["decision_id"] or str(uuid.uuid4())
         row["decided_at"] = row["decided_at"] or now_iso()
-        pa.Table.from_pylist([row], schema=self.schema)  # raises on a wrong type or a missing required value
+        self._checked(row)
         with self._lock:
             self._append_line(json.dumps(row, sort_keys=True))
         return row
@@ -104,6 +111,7 @@ class AuditLog(_AppendOnly):
             if self._last is None:
                 self._last = self._last_hash()
             row["prev"] = self._last
+            self._checked(row)
             line = json.dumps(row, sort_keys=True)
             self._append_line(line)
             self._last = hashlib.sha256(line.encode()).hexdigest()
