@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(cfg.model_copy(update={"input": corpus["records"], "output": str(root / "output")}))
         _print_run(report)
         _print_scores(root / "output", Path(corpus["gold"]))
+        print("review the doubtful fields in the workbench (add yourself once, then open it):\n"
+              "  medrec review-user add YOUR_NAME supervisor\n"
+              f"  medrec review {root / 'output'}")
         return 0 if report.conserved else 1
     elif command == "plan":
         return _print_plan(cfg)
