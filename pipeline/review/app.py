@@ -90,6 +90,19 @@ def create_app(workbench: Workbench) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     hours = workbench.review.session_hours
 
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        # Scripts, styles and images from this server only; never framed; pages of patients not cached.
+        response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self'; script-src 'self'; "
+                                                       "style-src 'self'; frame-ancestors 'none'; form-action 'self'")
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "private, no-store"
+        return response
+
     @app.exception_handler(_LoginRequired)
     async def _to_login(request: Request, _: _LoginRequired) -> Response:
         if request.method == "GET":
@@ -240,7 +253,7 @@ def create_app(workbench: Workbench) -> FastAPI:
             raise HTTPException(404, str(error)) from None
         workbench.audit(out, current["user"], "view_page", facility_id=item["facility_id"],
                         document_id=item["document_id"], page_index=item["page_index"], item_id=item_id)
-        return Response(data, media_type=PNG, headers={"Cache-Control": "private, no-store"})
+        return Response(data, media_type=PNG)
 
     @app.post("/item/{out}/{item_id}/decide")
     def decide(request: Request, out: int, item_id: str, action: str = Form(...), csrf: str = Form(""),

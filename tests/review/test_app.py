@@ -64,7 +64,9 @@ def test_session_cookie_is_signed_and_http_only(client: TestClient):
     answer = client.post("/login", data={"username": "rita", "password": PASSWORDS["rita"], "csrf": token})
     header = answer.headers["set-cookie"]
     assert "HttpOnly" in header and "SameSite=strict" in header.replace("Strict", "strict")
-    assert client.get("/queue").status_code == 200
+    page = client.get("/queue")
+    assert page.status_code == 200 and page.headers["cache-control"] == "private, no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     signed = client.cookies[SESSION_COOKIE]
     client.cookies.clear()
     client.cookies.set(SESSION_COOKIE, signed[:-2] + ("xx" if not signed.endswith("xx") else "yy"))
