@@ -49,7 +49,7 @@ class UserStore:
         self._users: dict[str, tuple[str, str]] = {}
         self._reload()
         if not self._users:
-            raise FileNotFoundError(f"no users in {path}: add one with `medrec review-user add NAME ROLE users_file={path}`")
+            raise FileNotFoundError(f"no users in {path}: add one with `medrec review-user add NAME ROLE review.users_file={path}`")
 
     def _reload(self) -> None:
         mtime = self.path.stat().st_mtime if self.path.is_file() else None
