@@ -1,4 +1,4 @@
-"""A small finished output folder made in-process: born-digital pages through the pipeline's
+"""A small finished output folder made in-process: a born-digital page through the pipeline's
 own stages (render, classify, lexicon extract, code, validate), table writers and FHIR
 assembler, without Ray and without OCR (every page has a text layer)."""
 
@@ -24,7 +24,6 @@ from pipeline.stages.code import CodeStage
 from pipeline.stages.extract import LexiconExtractStage
 from pipeline.stages.render import RenderStage
 from pipeline.stages.validate import RuleEngine, ValidateStage
-from pipeline.synth.corpus import generate_corpus
 from pipeline.tables import PageTableWriter, finish_entity_tables
 
 PASSWORDS = {"rita": "reviewer-password", "sam": "supervisor-password", "alex": "auditor-password"}
@@ -64,17 +63,25 @@ def write_doubtful_pdf(path: Path) -> None:
     document.save(path)
 
 
+# The rules the fixture's queue rests on, matched by text so a change in how the lexicon names
+# a drug (`attribute`) does not empty the queue the tests work through.
+FIXTURE_RULES = """
+- {id: dose-metformin-text, flag: dose_out_of_range, kind: medication, field: dose, check: range, where: {text_contains: metformin}, params: {min: 250, max: 2000, unit: mg}, severity: warning, message: "Metformin dose outside 250-2000 mg"}
+- {id: discharge-before-admission, flag: discharge_before_admission, kind: encounter, field: discharge_date, check: date_order, where: {attribute: discharge_date}, params: {earlier: admission_date}, severity: error, message: "Discharge date before the admission date of the same document"}
+"""
+
+
 def build_output(root: Path, index_path: Path) -> Path:
-    """A born-digital discharge summary and a lab report of one patient -> `root/out`, laid out as
-    `medrec run` lays it out."""
-    corpus = generate_corpus(root / "corpus", n_documents=2, seed=3, born_digital_share=1.0,
-                             document_types=("discharge_summary", "lab_report"))
-    write_doubtful_pdf(Path(corpus["records"]) / "fac-north" / "discharge_summary-9999.pdf")
+    """The doubtful discharge summary (born-digital) -> `root/out`, laid out as `medrec run` lays it out."""
+    records = root / "records"
+    write_doubtful_pdf(records / "fac-north" / "discharge_summary-9999.pdf")
+    rules_path = root / "rules.yaml"
+    rules_path.write_text(FIXTURE_RULES)
     out = root / "out"
     out.mkdir()
-    manifest = write_manifest(Path(corpus["records"]), out / "manifest.parquet", None)
+    manifest = write_manifest(records, out / "manifest.parquet", None)
     batch = pa.Table.from_pylist(manifest.to_pylist(), schema=PAGE_SCHEMA)
-    config = ValidateConfig(today="2026-11-01")
+    config = ValidateConfig(today="2026-11-01", rules_path=str(rules_path))
     for stage in (RenderStage(), ClassifyStage(), LexiconExtractStage(str(index_path)),
                   CodeStage(str(index_path)), ValidateStage(config=config)):
         batch = stage.process_batch(batch)
