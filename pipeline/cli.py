@@ -9,6 +9,9 @@
   medrec plan [resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node] [ocr=paddle_gpu] [extract=vllm]
   medrec models check [ocr=paddle_gpu] [extract=vllm] [ocr.model_dir=DIR]   # exit 1: the configured models are missing
   medrec bench [pages=N] [corpus=DIR_OR_MANIFEST] [scaling=1,2] [output=DIR] [overrides ...]
+  medrec review OUT [OUT ...] [review.port=8765 review.host=127.0.0.1 review.users_file=FILE]
+  medrec apply-review OUT [OUT ...]
+  medrec review-user add NAME reviewer|supervisor|auditor [review.users_file=FILE]   # password on stdin or prompted
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models", "bench")
+COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models", "bench", "review",
+            "apply-review", "review-user")
 
 
 def _synth(cfg) -> dict:
@@ -117,6 +121,46 @@ def _bench(overrides: list[str]) -> int:
     return 0
 
 
+def _review(command: str, args: list[str]) -> int:
+    """`review`, `apply-review` and `review-user`: folders and names are positional, the rest overrides."""
+    from pipeline.config import expand, load_config
+
+    positional = [a for a in args if "=" not in a]
+    cfg = load_config([a for a in args if "=" in a])
+    if command == "review-user":
+        import getpass
+
+        from pipeline.review.users import add_user
+
+        if len(positional) != 3 or positional[0] != "add":
+            print("usage: medrec review-user add NAME reviewer|supervisor|auditor [review.users_file=FILE]", file=sys.stderr)
+            return 2
+        if sys.stdin.isatty():
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("passwords differ", file=sys.stderr)
+                return 2
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        add_user(expand(cfg.review.users_file), positional[1], positional[2], password)
+        print(f"user {positional[1]} ({positional[2]}) -> {expand(cfg.review.users_file)}")
+        return 0
+    if not positional:
+        print(f"usage: medrec {command} OUT [OUT ...]", file=sys.stderr)
+        return 2
+    outputs = [expand(p) for p in positional]
+    if command == "apply-review":
+        from pipeline.review.apply import apply_review
+
+        for output in outputs:
+            print(json.dumps({"output": str(output), **apply_review(output).to_dict()}, indent=1))
+        return 0
+    from pipeline.review.app import serve
+
+    serve(outputs, cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -136,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: medrec models check [ocr.model_dir=DIR]", file=sys.stderr)
             return 2
         return _check_models(overrides[1:])
+
+    if command in ("review", "apply-review", "review-user"):
+        return _review(command, overrides)
 
     from pipeline.config import expand, load_config
 
@@ -178,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(cfg.model_copy(update={"input": corpus["records"], "output": str(root / "output")}))
         _print_run(report)
         _print_scores(root / "output", Path(corpus["gold"]))
+        print("review the doubtful fields in the workbench (add yourself once, then open it):\n"
+              "  medrec review-user add YOUR_NAME supervisor\n"
+              f"  medrec review {root / 'output'}")
         return 0 if report.conserved else 1
     elif command == "plan":
         return _print_plan(cfg)

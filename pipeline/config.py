@@ -192,6 +192,19 @@ class ValidateConfig(_Strict):
         return value
 
 
+class ReviewConfig(_Strict):
+    """`medrec review`: the local workbench over output folders."""
+
+    host: str = "127.0.0.1"  # loopback by default: the queue shows patient pages
+    port: int = Field(8765, ge=1, le=65535)
+    users_file: str = "~/.config/medrec/review-users.yaml"  # names, roles, argon2 hashes (`medrec review-user add`)
+    secret_file: str | None = None  # session signing key; None: beside the users file, created on first start
+    session_hours: float = Field(8.0, gt=0, le=168)  # a signed session cookie older than this is refused
+    page_size: int = Field(50, ge=5, le=500)  # queue rows per screen
+    lines_around: int = Field(4, ge=0, le=40)  # OCR lines shown above and below the field's lines
+    image_cache_pages: int = Field(16, ge=0, le=1024)  # rendered page PNGs kept in memory
+
+
 class MedrecConfig(_Strict):
     input: str | None = None
     output: str | None = None
@@ -209,6 +222,7 @@ class MedrecConfig(_Strict):
     render: RenderConfig
     code: CodeConfig
     validate_rules: ValidateConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -152,9 +152,14 @@ class _Run:
     recorded: str
 
     def resource_id(self, resource_type: str, *lineage: str) -> str:
-        """Deterministic id: the same lineage gives the same id on every run."""
-        name = "\x1f".join((self.patient_key, *lineage, resource_type))
-        return str(uuid.uuid5(_ID_NAMESPACE, name))
+        return resource_id(self.patient_key, resource_type, *lineage)
+
+
+def resource_id(patient_key: str, resource_type: str, *lineage: str) -> str:
+    """Deterministic id: the same lineage gives the same id on every run (the review step
+    finds the resources an entity became by it)."""
+    name = "\x1f".join((patient_key, *lineage, resource_type))
+    return str(uuid.uuid5(_ID_NAMESPACE, name))
 
 
 @dataclass
