@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import pyarrow as pa
 import ray.data
 
-from pipeline.placement import SlotAssigner, open_cards, wait_for_cards
+from pipeline.placement import SlotAssigner, enter_slot, open_cards, wait_for_cards
 from pipeline.stages.base import Stage
 
 
@@ -20,6 +20,7 @@ class _StageActor:
     """The callable class Ray instantiates once per actor: builds the stage and sets it up."""
 
     def __init__(self, factory: Callable[[], Stage]):
+        enter_slot()  # a member placed on the GPU plan's cards learns which ones
         self.stage = factory()
         if self.stage.resources.nice:
             os.nice(self.stage.resources.nice)  # before setup: loading models yields to the bottleneck too
