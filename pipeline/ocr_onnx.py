@@ -66,7 +66,7 @@ def require_provider(onnx_file: Path, engine_kwargs: dict[str, Any]) -> None:
     wanted = config["providers"][0]
     if wanted == CPU_PROVIDER:
         return  # always there; no session to open twice
-    _preload_cuda_libraries(ort)
+    preload_cuda_libraries(ort)
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise RuntimeError(
             f"ocr device {engine_kwargs['device']}: this onnxruntime has no {CUDA_PROVIDER} "
@@ -81,7 +81,7 @@ def require_provider(onnx_file: Path, engine_kwargs: dict[str, Any]) -> None:
     log.info("ocr onnxruntime providers: %s", active)
 
 
-def _preload_cuda_libraries(ort: Any) -> None:
+def preload_cuda_libraries(ort: Any) -> None:
     """Load CUDA and cuDNN from the nvidia-* wheels torch installed, where present: one CUDA
     stack for vLLM and OCR (onnxruntime >= 1.21)."""
     try:

@@ -221,13 +221,27 @@ class Placement:
     assigners: dict[str, SlotAssigner] = field(default_factory=dict)
 
     def release(self) -> None:
-        """Return the reserved cards to Ray (a finished job releases them anyway)."""
+        """Return the reserved cards to Ray (a finished job releases them anyway); once."""
         import ray
 
+        if not self.groups:
+            return
         for group in self.groups:
             ray.util.remove_placement_group(group)
         if self.gate is not None:
             ray.kill(self.gate)
+        self.groups, self.gate = [], None
+
+
+# The placements this driver reserved: a driver that builds a second graph (a benchmark, the
+# GPU self-check) frees the cards of the first before it reserves them again.
+_RESERVED: list[Placement] = []
+
+
+def release_reserved() -> None:
+    """Free every placement this driver reserved."""
+    while _RESERVED:
+        _RESERVED.pop().release()
 
 
 def reserve(layout: GpuLayout, timeout_s: float = RESERVE_TIMEOUT_S) -> Placement:
@@ -236,6 +250,8 @@ def reserve(layout: GpuLayout, timeout_s: float = RESERVE_TIMEOUT_S) -> Placemen
     import ray
     from ray.exceptions import GetTimeoutError
     from ray.util.placement_group import placement_group
+
+    release_reserved()
 
     groups = [placement_group(layout.bundles(node), strategy="STRICT_PACK", name=f"medrec-gpu-node-{node}")
               for node in range(layout.nodes)]
@@ -258,6 +274,7 @@ def reserve(layout: GpuLayout, timeout_s: float = RESERVE_TIMEOUT_S) -> Placemen
     for pool in layout.pools:
         placement.assigners[pool.stage] = SlotAssigner(pool, groups, gate_name, gated)
     log.info("gpu placement reserved: %d node group(s), %d card(s) per node", layout.nodes, layout.cards_per_node)
+    _RESERVED.append(placement)
     return placement
 
 
