@@ -105,15 +105,19 @@ def _check_models(overrides: list[str]) -> int:
 
     cfg = load_config(overrides)
     statuses, required = [], []
+    onnx_checked: dict = {}  # model_dir -> statuses: onnx_gpu runs the CPU default's files
     for option in sorted(path.stem for path in (CONF_DIR / "ocr").glob("*.yaml")):
         ocr = load_config([*overrides, f"ocr={option}"]).ocr
         staged = staged_ocr_dirs(ocr)
-        if staged is None:
-            checked = check_onnx_dirs(expand(ocr.model_dir), None)
+        if staged is None and expand(ocr.model_dir) in onnx_checked:
+            checked = onnx_checked[expand(ocr.model_dir)]
         else:
-            checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
-                       check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
-        statuses += checked
+            if staged is None:
+                checked = onnx_checked[expand(ocr.model_dir)] = check_onnx_dirs(expand(ocr.model_dir), None)
+            else:
+                checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
+                           check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
+            statuses += checked
         if ocr == cfg.ocr:
             required += checked
     extract = cfg.extract.model_dump()
