@@ -28,7 +28,8 @@ import ray.cluster_utils
 from pipeline.config import GpuConfig, load_config
 from pipeline.graph import engine_actor_gpus
 from pipeline.llm.engines import vllm_engine_kwargs
-from pipeline.placement import CARDS_ENV, LLM_STAGE, OCR_STAGE, ROLE_ENV, GpuLayout, layout_for_plan, reserve
+from pipeline.placement import (CARDS_ENV, LLM_STAGE, OCR_STAGE, ROLE_ENV, GpuLayout, PoolLayout, Slot, layout_for_plan,
+                                reserve)
 from pipeline.plan import LlmModelSpec, OcrDemand, Plan, make_plan
 from pipeline.ray_adapter import apply_stage
 from pipeline.stages.base import Resources, Stage
@@ -169,13 +170,14 @@ def place_and_run(layout: GpuLayout, record_dir: Path) -> list[dict]:
     placement = reserve(layout, timeout_s=60)
     members = sum(len(pool.slots) for pool in layout.pools)
     try:
-        dataset = ray.data.from_items([{"row": i} for i in range(members)], override_num_blocks=members)
+        # Two blocks are enough: each batch waits until every member has recorded its setup.
+        dataset = ray.data.from_items([{"row": i} for i in range(2)], override_num_blocks=2)
         for pool in reversed(layout.pools):  # the graph's order: OCR, then the LLM stage
             resources = Resources(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_size=1,
                                   concurrency=len(pool.slots))
             dataset = apply_stage(dataset, partial(_PlacementProbe, pool.stage, record_dir, members, resources),
                                   placement.assigners)
-        assert dataset.count() == members
+        assert len(dataset.take_all()) == 2
     finally:
         placement.release()
     return [json.loads(path.read_text()) for path in sorted(record_dir.glob("*.json"))]
@@ -238,3 +240,27 @@ def test_a_tensor_parallel_2_plan_gives_each_worker_its_own_card(gpu_cluster, tm
     assert len(engines) == 4 and all(r["gpu_ids"] == [] and len(r["workers"]) == 2 for r in engines)
     print(f"\n70B TP-2 on 2 nodes x 4 declared GPUs: planned\n{layout.render()}\nplaced: "
           + "; ".join(f"{node[:6]} GPU {gpu}: {dict(roles)}" for (node, gpu), roles in sorted(placed.items())))
+
+
+@pytest.mark.slow
+def test_a_replacement_member_takes_the_card_that_has_room(gpu_cluster) -> None:
+    # Two cards of one node, one OCR actor each; card 0's member is up, card 1's died in its constructor.
+    layout = GpuLayout(nodes=1, cards_per_node=2, pools=(PoolLayout(
+        OCR_STAGE, "ocr", (Slot(0, (0,)), Slot(0, (1,))), num_cpus=1.0, num_gpus=0.5),))
+    placement = reserve(layout, timeout_s=60)
+    try:
+        assigner = placement.assigners[OCR_STAGE]
+        first = assigner()
+        assigner()  # card 1's member, whose constructor raised
+        member = ray.remote(_TensorParallelWorker).options(**first).remote()
+        assert ray.get(member.where.remote())["gpu_ids"]
+        group = placement.groups[0].id.hex()
+        deadline = time.time() + 30
+        while ray.available_resources().get(f"CPU_group_0_{group}", 0.0) > 0 and time.time() < deadline:
+            time.sleep(0.2)  # the resource view catches up with the member's start
+
+        replacement = assigner()
+
+        assert replacement["scheduling_strategy"].placement_group_bundle_index == 1
+    finally:
+        placement.release()
