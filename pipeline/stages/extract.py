@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
 from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
                              split_line, straighten, union_bbox)
-from pipeline.lexicon import (LAB_FLAGS, SECTIONS, STRENGTH, LexiconExtractor, Lexicons, deterministic_entity_id, interpret,
-                              parse_reference_range, score_field)
+from pipeline.lexicon import SECTIONS, LexiconExtractor, Lexicons, deterministic_entity_id
+from pipeline.readers.common import STRENGTH, score_field
+from pipeline.readers.observations import LAB_FLAGS, interpret, parse_reference_range
 from pipeline.units import normalise_unit, ucum_code
 from pipeline.records import CheckboxMark, Entity, OcrLine
 from pipeline.stages.base import Resources, Stage
