@@ -121,7 +121,11 @@ class GpuLayout:
                 shares = sum(share for _, share in members)
                 ocr = [share for role, share in members if role == "ocr"]
                 llm = [share for role, share in members if role == "llm"]
-                parts = ([f"llm share {llm[0]:g}"] if llm else []) + ([f"{len(ocr)} ocr x {ocr[0]:g}"] if ocr else [])
+                spans = [slot.cards for pool in self.pools if pool.role == "llm" for slot in pool.slots
+                         if slot.node == node and card in slot.cards and len(slot.cards) > 1]
+                tensor_parallel = f" (worker of the tensor-parallel engine on cards {','.join(map(str, spans[0]))})" if spans else ""
+                parts = (([f"llm share {llm[0]:g}{tensor_parallel}"] if llm else [])
+                         + ([f"{len(ocr)} ocr x {ocr[0]:g}"] if ocr else []))
                 lines.append(f"  node {node} card {card}: {', '.join(parts) or 'idle'} (GPU {shares:.2f} of 1)")
         return "\n".join(lines)
 
