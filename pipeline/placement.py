@@ -162,7 +162,7 @@ def layout_for_plan(plan: Plan, llm_cpus: float = 1.0, ocr_memory_mb: int | None
 
 class SlotAssigner:
     """Remote args for each new member of a pool (Ray Data's `ray_remote_args_fn`): the next
-    planned slot's bundle, its GPU share, and the environment the adapter and vLLM read.
+    planned slot's bundle, its GPU share, and an actor name that tells the member its slot.
 
     The pool starts its members in one burst, one call each, so they take the slots in order.
     A later call replaces a member whose constructor raised (Ray restarts crashed members in
