@@ -94,12 +94,14 @@ class LexiconExtractor:
         # unless the document type says what its unheaded lines are.
         heading = DEFAULT_ROLE.get(document_type, ("", "preamble"))
         section, role = heading
-        paragraph: list[Row] = []  # narrative rows waiting to be read as one text
+        # The rows of the item being read: a narrative paragraph, or a list item wrapped over
+        # several rows; each with its text (a heading's row only with what follows the colon).
+        pending: list[tuple[Row, str]] = []
 
-        def read_paragraph() -> None:
-            if paragraph:
-                entities.extend(self._read_paragraph(paragraph, document_type, section, role, page_index))
-                paragraph.clear()
+        def read_pending() -> None:
+            if pending:
+                entities.extend(self._read_rows(pending, document_type, section, role, page_index))
+                pending.clear()
 
         for row in rows:
             text = row.text.strip()
@@ -107,24 +109,27 @@ class LexiconExtractor:
                 continue
             header = self._section_header(row, role)
             if header is not None:
-                read_paragraph()
+                read_pending()
                 (section, role), text = header
                 heading = (section, role)
-                if not text:
-                    continue
-            elif (lead := _lead_in(text)) is not None:
+                if text:
+                    pending.append((row, text))
+                continue
+            if (lead := _lead_in(text)) is not None:
                 # "The following procedures were conducted:" opens a list of that kind.
-                read_paragraph()
+                read_pending()
                 section, role = lead
                 continue
-            elif not BULLET.match(text) and (section, role) != heading and section.startswith(_LIST_OF):
+            bullet = BULLET.match(text)
+            if not bullet and (section, role) != heading and section.startswith(_LIST_OF):
+                read_pending()
                 section, role = heading  # the lead-in's list ended with the first unbulleted row
-            if role in NARRATIVE_ROLES and header is None and not BULLET.match(text):
-                paragraph.append(row)
+            if pending and not bullet and (role in NARRATIVE_ROLES or (role in LIST_ROLES and text[:1].islower())):
+                pending.append((row, text))  # the paragraph, or the wrapped list item, goes on
                 continue
-            read_paragraph()
-            entities.extend(self._read(ReadContext(document_type, section, role, row, page_index, _item(text))))
-        read_paragraph()
+            read_pending()
+            pending.append((row, text))
+        read_pending()
         seen: Counter[str] = Counter()
         for entity in entities:
             entity.entity_id = deterministic_entity_id(document_id, entity)
@@ -143,18 +148,18 @@ class LexiconExtractor:
             found.extend(reader.read(ctx))
         return found
 
-    def _read_paragraph(self, rows: list[Row], document_type: str, section: str, role: str, page: int
-                        ) -> list[Entity]:
-        """Narrative rows read as one text, so a sentence or a list wrapped over lines stays whole."""
+    def _read_rows(self, rows: list[tuple[Row, str]], document_type: str, section: str, role: str, page: int
+                   ) -> list[Entity]:
+        """One item read from its rows joined into one text, so a sentence or a list item
+        wrapped over lines stays whole; `spans` keeps which row each part came from."""
         spans, parts, offset = [], [], 0
-        for row in rows:
-            text = row.text.strip()
+        for row, text in rows:
             spans.append((offset, offset + len(text), row))
             parts.append(text)
             offset += len(text) + 1
-        ctx = ReadContext(document_type, section, role, Row([line for row in rows for line in row.lines]), page,
-                          " ".join(parts), spans=spans)
-        return self._read(ctx)
+        joined = Row([line for row, _ in rows for line in row.lines]) if len(rows) > 1 else rows[0][0]
+        return self._read(ReadContext(document_type, section, role, joined, page, _item(" ".join(parts)),
+                                      spans=spans))
 
     def _section_header(self, row: Row, role: str) -> tuple[tuple[str, str], str] | None:
         """(section, role) and any text after the colon, when the row opens a section.

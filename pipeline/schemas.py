@@ -119,6 +119,7 @@ PAGE_SCHEMA = pa.schema(
         pa.field("dpi", pa.int32()),
         pa.field("text_source", pa.string()),  # "text_layer" | "ocr"
         pa.field("lines", pa.list_(LINE_TYPE)),
+        pa.field("text", pa.string()),  # the page's text in reading order, a row per line (extract stage)
         pa.field("checkboxes", pa.list_(CHECKBOX_TYPE)),
         pa.field("document_type_predicted", pa.string()),
         pa.field("document_type_confidence", pa.float32()),

@@ -81,9 +81,14 @@ class ConditionReader:
     def read(self, ctx: ReadContext) -> list[Entity]:
         if not ctx.text:
             return []
-        if ctx.role == "diagnoses":
+        trigger = _LIST_TRIGGER.search(ctx.text)
+        prose = (trigger is not None and trigger.start() > 0) or len(ctx.text.split()) > MAX_ITEM_WORDS
+        if ctx.role == "diagnoses" and not prose:  # a list item, perhaps led by "h/o"
             ctx.claimed = True
             return self._listed(ctx.text, ctx)
+        if ctx.role == "diagnoses":  # prose in an assessment: "Patient is presenting with ..."
+            listed, rest = self._narrative_lists(ctx)
+            return listed + self._spot(rest, ctx)
         if ctx.role in ("narrative", "family"):
             listed, rest = self._narrative_lists(ctx)
             return listed + self._spot(rest, ctx)

@@ -96,12 +96,29 @@ class MedicationReader:
     def read(self, ctx: ReadContext) -> list[Entity]:
         if ctx.role == "allergies" or not ctx.text:
             return []
+        if ctx.role in ("narrative", "family"):
+            return self._in_prose(ctx)
         listed = ctx.role == "medications"
         # An inline list ("a 10 mg tab; b 5 mg tab") is one medication per part.
         parts = [part.strip() for part in ctx.text.split(";")] if listed else [ctx.text]
         found = [m for m in (self._medication(part, ctx, strict=not listed) for part in parts if part) if m]
         if found:
             ctx.claimed = True
+        return found
+
+    def _in_prose(self, ctx: ReadContext) -> list[Entity]:
+        """A known drug followed by its strength anywhere in a paragraph ("... started metformin
+        500 mg twice daily."); the paragraph stays open to the other readers."""
+        found = []
+        for sentence in re.finditer(r"[^.;]+(?:\.(?!\d)|;|$)", ctx.text):
+            words = sentence.group(0).split()
+            for i in range(len(words)):
+                if not longest_known_prefix(" ".join(words[i:i + 4]), self.lexicons.medications):
+                    continue
+                medication = self._medication(" ".join(words[i:]).rstrip("."), ctx, strict=True)
+                if medication is not None:
+                    found.append(medication)
+                    break
         return found
 
     def _medication(self, item: str, ctx: ReadContext, strict: bool) -> Entity | None:
