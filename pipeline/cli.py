@@ -56,7 +56,8 @@ def _print_plan(cfg) -> int:
     import os
 
     from pipeline.plan import DEFAULT_LLM_MODEL_FILE, detect_gpus, llm_spec_for, make_plan, plan_for_config
-    from pipeline.plan import OcrDemand, other_pool_cpus, profile_from_detected, render_plan
+    from pipeline.plan import OcrDemand, other_pool_cpus, plannable_gpus, profile_from_detected, render_plan
+    from pipeline.plan import render_refused
 
     llm = llm_spec_for(cfg, fallback=DEFAULT_LLM_MODEL_FILE)
     if cfg.extract.backend != "vllm":
@@ -65,18 +66,38 @@ def _print_plan(cfg) -> int:
     detected = detect_gpus()
     if cfg.resources.gpu is not None:
         if detected:
-            print(f"this node has {len(detected)} GPU(s) ({', '.join(name for name, _ in detected)}); "
+            print(f"this node has {len(detected)} GPU(s) ({', '.join(gpu.name for gpu in detected)}); "
                   "planning the resources profile as asked")
-        print(render_plan(plan_for_config(cfg, llm), "resources profile"))
+        plan = plan_for_config(cfg, llm)
+        print(render_plan(plan, "resources profile"))
+        _print_layout(plan, cfg)
         return 0
     if not detected:
         print("no GPU found on this node (nvidia-smi absent or empty) and the resources profile describes none: "
               "pass resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node", file=sys.stderr)
         return 2
+    node = plannable_gpus(detected)
+    if not node.planned:
+        print("no GPU on this node can be planned:\n" + render_refused(node), file=sys.stderr)
+        return 2
     ocr = OcrDemand(gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor, cpus=cfg.resources.ocr.cpus_per_actor)
-    gpu = profile_from_detected(detected, os.cpu_count() or 1)
-    print(render_plan(make_plan(gpu, ocr, llm, other_pool_cpus(cfg)), "GPUs detected by nvidia-smi"))
+    plan = make_plan(profile_from_detected(node, os.cpu_count() or 1), ocr, llm, other_pool_cpus(cfg))
+    print(render_plan(plan, "GPUs detected by nvidia-smi"))
+    if node.refused:
+        print(render_refused(node))
+    _print_layout(plan, cfg)
     return 0
+
+
+def _print_layout(plan, cfg) -> None:
+    """The members per card the placement reserves (pipeline.placement)."""
+    from pipeline.placement import layout_for_plan
+
+    layout = layout_for_plan(plan, llm_cpus=getattr(cfg.extract, "cpus_per_replica", 1.0),
+                             ocr_memory_mb=cfg.resources.ocr.memory_mb)
+    if layout is not None:
+        print("  placement (one Ray bundle per card):")
+        print(layout.render())
 
 
 def _check_models(overrides: list[str]) -> int:
@@ -88,15 +109,19 @@ def _check_models(overrides: list[str]) -> int:
 
     cfg = load_config(overrides)
     statuses, required = [], []
+    onnx_checked: dict = {}  # model_dir -> statuses: onnx_gpu runs the CPU default's files
     for option in sorted(path.stem for path in (CONF_DIR / "ocr").glob("*.yaml")):
         ocr = load_config([*overrides, f"ocr={option}"]).ocr
         staged = staged_ocr_dirs(ocr)
-        if staged is None:
-            checked = check_onnx_dirs(expand(ocr.model_dir), None)
+        if staged is None and expand(ocr.model_dir) in onnx_checked:
+            checked = onnx_checked[expand(ocr.model_dir)]
         else:
-            checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
-                       check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
-        statuses += checked
+            if staged is None:
+                checked = onnx_checked[expand(ocr.model_dir)] = check_onnx_dirs(expand(ocr.model_dir), None)
+            else:
+                checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
+                           check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
+            statuses += checked
         if ocr == cfg.ocr:
             required += checked
     extract = cfg.extract.model_dump()

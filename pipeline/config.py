@@ -43,8 +43,8 @@ class OcrConfig(_Strict):
                        if getattr(self, key) is None]
             if missing:
                 raise ValueError(f"ocr backend paddle needs {missing}")
-            if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
-                raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
+        if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
+            raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
         return self
 
 

@@ -104,7 +104,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     import ray.data
 
     from pipeline.assemble.grouped import assemble_group
-    from pipeline.graph import build_graph, gpu_plan
+    from pipeline.graph import build_graph, gpu_layout, gpu_plan
     from pipeline.plan import render_plan
 
     if not cfg.output:
@@ -114,6 +114,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     plan = gpu_plan(cfg)
     if plan is not None:
         print(render_plan(plan, "resources profile"), flush=True)
+        layout = gpu_layout(cfg)
+        if layout is not None:
+            print("  placement (one Ray bundle per card):\n" + layout.render(), flush=True)
     started = time.perf_counter()
     manifest = resolve_manifest(cfg, output)
     pages_in = pq.read_metadata(manifest).num_rows
