@@ -145,6 +145,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # each worker death restarts a Ray worker: tens of seconds
 @pytest.mark.parametrize("concurrency", [1, None], ids=["actor_pool", "tasks"])
 def test_a_page_that_kills_its_worker_is_quarantined_and_its_batch_neighbours_are_processed(
         local_ray, concurrency: int | None) -> None:
