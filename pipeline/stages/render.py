@@ -61,6 +61,10 @@ class RenderStage(Stage):
             if os.path.islink(path):
                 raise PageFailure("dangling_link", "the symbolic link's target is gone") from None
             raise PageFailure("missing_file", f"source file is gone since the manifest ({type(exc).__name__})") from None
+        try:
+            open(path, "rb").close()  # the decoders report a file they may not read as damaged
+        except OSError as exc:
+            raise PageFailure("unreadable_file", f"source file cannot be opened ({type(exc).__name__})") from None
         if size == 0:
             raise PageFailure("empty_file", "source file has 0 bytes")
         if size > self.max_file_bytes:
@@ -78,8 +82,6 @@ class RenderStage(Stage):
             image = Image.open(row["source_uri"])
         except Image.DecompressionBombError:
             raise PageFailure("image_too_large", "image exceeds the decompression limit") from None
-        except PermissionError:
-            raise PageFailure("unreadable_file", "source file cannot be read (permission denied)") from None
         except Exception as exc:  # Pillow raises many types for damaged files
             raise PageFailure("corrupt_file", f"image cannot be decoded ({type(exc).__name__})") from None
         with image:
@@ -112,8 +114,6 @@ class RenderStage(Stage):
         try:
             document = pymupdf.open(row["source_uri"])
         except Exception as exc:  # PyMuPDF raises several types for damaged files
-            if isinstance(exc, PermissionError):
-                raise PageFailure("unreadable_file", "source file cannot be read (permission denied)") from None
             raise PageFailure("corrupt_file", f"document cannot be opened ({type(exc).__name__})") from None
         with document:
             if document.needs_pass:
