@@ -37,7 +37,8 @@ class AttemptLedger:
 
     def plan(self, keys: list[str]) -> tuple[list[int], list[list[int]]]:
         """For a batch's page keys: the positions to quarantine as worker killers, and the
-        chunks (lists of positions) to run the others in, suspects first in small chunks.
+        chunks (lists of positions) to run the others in, suspects first in small chunks. The
+        first chunk is recorded in flight already; `start` the others as they run.
 
         Keys still in flight here belonged to an attempt whose worker died: that is a death.
         """
@@ -57,6 +58,8 @@ class AttemptLedger:
             chunks += [suspects[start:start + size] for start in range(0, len(suspects), size)]
         if clean:
             chunks.append(clean)
+        if chunks:  # the first chunk starts now: one call to the ledger for a batch that runs whole
+            self.start([keys[i] for i in chunks[0]])
         return killers, chunks
 
     def start(self, keys: list[str]) -> None:

@@ -50,7 +50,9 @@ class LedgerClient:
         ray.get(self.handle.start.remote(keys))
 
     def finish(self, keys: list[str]) -> None:
-        ray.get(self.handle.finish.remote(keys))
+        # Not awaited: the worker's next call to the ledger is queued behind it (Ray keeps one
+        # caller's actor calls in order); lost to a death right after, it costs one split, no page.
+        self.handle.finish.remote(keys)
 
     def deaths(self, key: str) -> int:
         return ray.get(self.handle.deaths.remote(key))
@@ -73,9 +75,9 @@ def run_isolated(stage: Stage, batch: pa.Table, ledger: AttemptLedger | LedgerCl
     if not rows or "page_index" not in rows[0]:
         return stage.process_batch(batch)  # no lineage to key on: the stage's column check raises
     keys = [page_key(stage.name, row) for row in rows]
-    killers, chunks = ledger.plan(keys)
+    killers, chunks = ledger.plan(keys)  # also starts the first chunk
     if len(chunks) == 1 and not killers:
-        return _run_chunk(stage, batch, keys, ledger)
+        return _run_chunk(stage, batch, keys, ledger, started=True)
     out: dict[int, dict[str, Any]] = {}
     if killers:
         dead = batch.take(killers).to_pylist()
@@ -84,14 +86,16 @@ def run_isolated(stage: Stage, batch: pa.Table, ledger: AttemptLedger | LedgerCl
                       row["document_id"], row["page_index"], ledger.deaths(keys[position]))
             out[position] = row if row.get("error_stage") else mark_failed(
                 row, stage.name, WORKER_DIED, f"the page ended its {stage.name} worker process every attempt")
-    for chunk in chunks:
-        done = _run_chunk(stage, batch.take(chunk), [keys[i] for i in chunk], ledger).to_pylist()
-        out.update(zip(chunk, done))
+    for number, chunk in enumerate(chunks):
+        done = _run_chunk(stage, batch.take(chunk), [keys[i] for i in chunk], ledger, started=number == 0)
+        out.update(zip(chunk, done.to_pylist()))
     return page_rows_to_table([out[i] for i in range(len(keys))])
 
 
-def _run_chunk(stage: Stage, chunk: pa.Table, keys: list[str], ledger: AttemptLedger | LedgerClient) -> pa.Table:
-    ledger.start(keys)
+def _run_chunk(stage: Stage, chunk: pa.Table, keys: list[str], ledger: AttemptLedger | LedgerClient,
+               started: bool) -> pa.Table:
+    if not started:
+        ledger.start(keys)
     try:
         done = stage.process_batch(chunk)
     except stage.fatal_errors as error:
