@@ -169,6 +169,20 @@ class RenderConfig(_Strict):
     max_side_px: int = Field(2600, ge=256, le=20000)
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     min_text_layer_chars: int = Field(40, ge=0)
+    max_image_pixels: int = Field(120_000_000, ge=10_000)  # decompression bombs: larger pages refused undecoded
+
+
+class FaultsConfig(_Strict):
+    """How many failures a run tolerates (olmOCR's `max_page_error_rate` is the model)."""
+
+    # Share of pages the pipeline failed on (internal errors, failed blocks, worker deaths; not
+    # inputs rejected with a reason) above which `medrec run` exits 1: a bug, not bad paper.
+    max_page_error_rate: float = Field(0.01, ge=0, le=1)
+    # Share of a document's pages quarantined (for any reason) above which the whole document is
+    # held back from FHIR, its good pages' entities flagged: a chart with pages missing is not whole.
+    max_document_error_rate: float = Field(0.1, ge=0, le=1)
+    # Deaths alone after which a page that kills its worker (abort, segfault, OOM kill) is quarantined.
+    max_worker_deaths: int = Field(2, ge=1, le=20)
 
 
 class CodeConfig(_Strict):
@@ -221,6 +235,7 @@ class MedrecConfig(_Strict):
     writer: WriterConfig
     render: RenderConfig
     code: CodeConfig
+    faults: FaultsConfig = FaultsConfig()
     validate_rules: ValidateConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
     review: ReviewConfig = Field(default_factory=ReviewConfig)
 

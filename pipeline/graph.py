@@ -14,7 +14,7 @@ from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
 from pipeline.placement import GpuLayout, Placement, layout_for_plan, reserve
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
-from pipeline.ray_adapter import apply_stage
+from pipeline.ray_adapter import LedgerClient, apply_stage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
@@ -62,7 +62,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
     return [
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
-                resources=tasks),
+                max_image_pixels=cfg.render.max_image_pixels, resources=tasks),
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
@@ -138,8 +138,9 @@ def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
     dataset = ray.data.read_datasource(source, num_cpus=cfg.resources.tasks.cpus)
     placement = place_gpu_pools(cfg)
     placed = placement.assigners if placement is not None else {}
+    ledger = LedgerClient.create(cfg.faults.max_worker_deaths)  # one for the run: pages that kill workers
     for factory in stage_factories(cfg):
-        dataset = apply_stage(dataset, factory, placed)
+        dataset = apply_stage(dataset, factory, placed, ledger)
     return dataset
 
 

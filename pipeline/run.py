@@ -136,7 +136,8 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     tables.close_pages()
     graph_seconds = time.perf_counter() - processing_started
 
-    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules)
+    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules,
+                                                         cfg.faults.max_document_error_rate)
     version = f"{cfg.writer.pipeline_version_tag} {pipeline.__version__}"
     fhir_dir = output / "fhir"
     fhir_dir.mkdir(exist_ok=True)
@@ -190,6 +191,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         setup_seconds=setup_seconds, processing_seconds=time.perf_counter() - processing_started,
         graph_seconds=graph_seconds, first_output_seconds=progress.first_output_s,
         pipeline_version=version, terminology_version=index_version, output=output,
-        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg))
+        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg),
+        max_page_error_rate=cfg.faults.max_page_error_rate)
     write_report(report, output)
     return report

@@ -22,7 +22,7 @@ from pipeline.checkboxes import page_checkboxes
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.ocr_onnx import onnx_engine_kwargs, require_provider
 from pipeline.offline import use_offline_environment
-from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
+from pipeline.stages.base import PageFailure, Resources, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,10 @@ class OcrStage(Stage):
             done.append(decoded)
         if pixels:
             indices = sorted(pixels)
-            for index, result in self._predict(indices, pixels, done):
+            # One predict call for the batch; if it raises, the stage base retries page by
+            # page and quarantines only a page the engine rejects alone.
+            results = self._engine.predict([pixels[i] for i in indices])
+            for index, result in zip(indices, results, strict=True):
                 lines = self._lines_from_result(result, rows[index])
                 checkboxes = self._checkboxes(pixels[index][:, :, 0], rows[index], lines)
                 done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines,
@@ -200,32 +203,6 @@ class OcrStage(Stage):
                 )
             self._recycle_engine_if_due(len(indices))
         return done
-
-    def _predict(self, indices: list[int], pixels: dict[int, np.ndarray],
-                 done: list[dict[str, Any]]) -> list[tuple[int, Any]]:
-        """One predict call for the batch. If the engine rejects it, page by page: a page it
-        rejects is quarantined and its neighbours go through; if it rejects every page of
-        several, the engine is broken and the error propagates so Ray restarts the actor."""
-        try:
-            return list(zip(indices, self._engine.predict([pixels[i] for i in indices]), strict=True))
-        except MemoryError:
-            raise
-        except Exception as batch_error:
-            first_error = batch_error
-        results, rejected = [], []
-        for index in indices:
-            try:
-                results.append((index, self._engine.predict([pixels[index]])[0]))
-            except MemoryError:
-                raise
-            except Exception as exc:
-                rejected.append((index, exc))
-        if len(indices) > 1 and len(rejected) == len(indices):
-            raise first_error
-        for index, exc in rejected:
-            done[index] = mark_failed(done[index], self.name, "ocr_engine_rejected_page", type(exc).__name__)
-            self.counters["pages_failed"] += 1
-        return results
 
     def _checkboxes(self, gray: np.ndarray, row: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         checkboxes = page_checkboxes(gray, row["dpi"] or 150, lines)
