@@ -2,8 +2,8 @@
 
 Presidio's default NLP engine is spaCy's `en_core_web_lg`, which is not a PyPI package and
 which Presidio downloads at run time when it is missing: neither is allowed here (sites are
-air-gapped, CI installs from the registry only). So the analyzer runs on Presidio's slim
-engine over `spacy.blank("en")` (tokens only, nothing to download) and every recogniser is
+air-gapped, CI installs from the registry only). So the analyzer runs Presidio's spaCy engine
+over `spacy.blank("en")` (tokens only, nothing to load or download) and every recogniser is
 self-contained: Presidio's own pattern recognisers (phone, e-mail, URL, SSN, dates, IP,
 licences, NHS numbers, insurance ids ...), ours for record numbers, street addresses, ZIP
 codes and ages, a name recogniser (names after labels, titles and before credentials), and
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import re
+import spacy
 import tldextract
 from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import SlimSpacyNlpEngine
+from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     DateRecognizer,
@@ -136,9 +137,24 @@ def _presidio_recognisers() -> list:
     ]
 
 
+class _BlankSpacyEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine on a blank English tokenizer.
+
+    `SpacyNlpEngine.load` downloads any model that is not installed (and would try "blank:en"
+    as a package name): this `load` builds the blank pipeline itself. Presidio 2.2.362, not
+    newer: from 2.2.363 on it wants PyYAML >= 6.0.3, which paddlex (==6.0.2) refuses.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(models=[{"lang_code": "en", "model_name": "blank:en"}])
+
+    def load(self) -> None:
+        self.nlp = {"en": spacy.blank("en")}
+
+
 def build_analyzer() -> AnalyzerEngine:
-    """The analyzer, built once per process: slim engine on a blank English tokenizer, no download."""
-    nlp = SlimSpacyNlpEngine(models=[{"lang_code": "en", "model_name": "blank:en"}], auto_download=False)
+    """The analyzer, built once per process: blank English tokenizer, pattern recognisers, no download."""
+    nlp = _BlankSpacyEngine()
     registry = RecognizerRegistry(supported_languages=["en"])
     for recogniser in _presidio_recognisers() + _site_recognisers():
         registry.add_recognizer(recogniser)
