@@ -140,7 +140,8 @@ def _deidentify(cfg) -> int:
         raise ValueError("deidentify needs OUT to=RESEARCH and key_file=FILE (or MEDREC_DEID_KEY_FILE)")
     key_file, target = expand(cfg.deid.key_file), expand(cfg.output)
     copy_key_guard(key_file, target)
-    report = deidentify(expand(cfg.input), target, cfg.deid, SiteKey.from_file(key_file, cfg.deid.pseudonym_chars))
+    report = deidentify(expand(cfg.input), target, cfg.deid, SiteKey.from_file(key_file, cfg.deid.pseudonym_chars),
+                        render=cfg.render)
     print(report.render_markdown())
     print(f"research copy: {target}")
     return 0 if report.passed or not cfg.deid.residual.fail and not report.fhir_invalid else 1

@@ -21,7 +21,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from presidio_anonymizer import AnonymizerEngine
 from presidio_analyzer import RecognizerResult
 
-from pipeline.config import DeidConfig
+from pipeline.config import DeidConfig, RenderConfig
 from pipeline.deid.generalise import FHIR_DATE, ZIP, DatePolicy, is_over_age_cap, parse_reference_date, zip3
 from pipeline.deid.identifiers import IdentifiedCopy, PatientIdentifiers, read_identified_copy
 from pipeline.deid.keys import SiteKey
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 AGE_CAP_EXTENSION = "urn:medrec:deid:age-over-cap"
 # Lineage that points back at the source files: never copied.
 DROPPED_COLUMNS = {"source_uri": "file_names", "sha256": "other_unique_numbers", "mrn": "medical_record_numbers",
-                   "image": "full_face_images"}
+                   "image": "page_images"}
 # id columns -> the pseudonym namespace.
 ID_COLUMNS = {"document_id": "document", "patient_key": "patient", "entity_id": "entity", "facility_id": "facility"}
 # Columns of codes, enumerations and numbers-as-text: carried unchanged (no patient text in them).
@@ -71,6 +71,7 @@ class DeidReport:
     key_fingerprint: str = ""
     date_mode: str = ""
     images: str = ""
+    images_written: dict[str, int] = field(default_factory=dict)  # images=redacted: written, skipped by reason
     residual: ResidualReport | None = None
 
     @property
@@ -81,6 +82,7 @@ class DeidReport:
         return {
             "passed": self.passed, "patients": self.patients, "documents": self.documents,
             "key_fingerprint": self.key_fingerprint, "date_mode": self.date_mode, "images": self.images,
+            "images_written": self.images_written,
             "changes_by_identifier_type": dict(sorted(self.changes.items())),
             "fhir_resources_by_type": dict(sorted(self.fhir_resources.items())),
             "fhir_invalid_by_type": dict(sorted(self.fhir_invalid.items())),
@@ -117,6 +119,8 @@ class Deidentifier:
         self.report = DeidReport(key_fingerprint=key.fingerprint(), date_mode=cfg.dates.mode, images=cfg.images,
                                  patients=len(identified.patients), documents=len(identified.documents))
         self._scrubbers: dict[str, Scrubber] = {}
+        # (document id, page) -> OCR boxes of lines the scrubber changed: blacked out on page images.
+        self.redactions: dict[tuple[str, int], list[list[float]]] = {}
         self._text_cache: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------ per patient
@@ -194,7 +198,7 @@ class Deidentifier:
             if name in ID_COLUMNS:
                 out[name] = self.pseudonym(ID_COLUMNS[name], value)
             elif name == "lines" and value:
-                out[name] = self._page_lines(patient, value)
+                out[name] = self._page_lines(patient, value, (row.get("document_id"), row.get("page_index")))
             elif name == "checkboxes" and value:
                 out[name] = [{**box, "label": self.scrub_text(patient, box.get("label"))} for box in value]
             elif name == "fields" and value:
@@ -225,12 +229,11 @@ class Deidentifier:
             return self.shift(patient, value)
         return self.scrub_text(patient, value)
 
-    def _page_lines(self, patient: str | None, lines: list[dict]) -> list[dict]:
+    def _page_lines(self, patient: str | None, lines: list[dict], page: tuple) -> list[dict]:
         """A page's lines scrubbed as one text (a name may run across two lines), spans cut back per line."""
         scrubber = self.scrubber(patient)
         texts = [line.get("text") or "" for line in lines]
-        page = "\n".join(texts)
-        results = scrubber.analyze(page)
+        results = scrubber.analyze("\n".join(texts))
         out, start = [], 0
         for line, text in zip(lines, texts):
             end = start + len(text)
@@ -238,6 +241,8 @@ class Deidentifier:
                        for r in results if r.start < end and r.end > start]
             scrubbed = scrubber.scrub(text, clipped) if clipped else None
             out.append({**line, "text": scrubbed.text if scrubbed else line.get("text")})
+            if scrubbed and line.get("bbox"):
+                self.redactions.setdefault(page, []).append(list(line["bbox"]))
             start = end + 1
         return out
 
@@ -360,7 +365,8 @@ def _scrub_json(deid: Deidentifier, node: Any) -> Any:
     return deid.scrub_text(None, node) if isinstance(node, str) else node
 
 
-def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey) -> DeidReport:
+def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
+               render: RenderConfig | None = None) -> DeidReport:
     """Writes the research copy of `source` into `target` (which must not exist or be empty) and checks it."""
     if not (source / "fhir").is_dir() and not (source / "tables").is_dir():
         raise FileNotFoundError(f"{source} is not a medrec output folder (no fhir/ or tables/)")
@@ -396,11 +402,13 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey) -> Dei
     if cfg.images == "redacted":
         from pipeline.deid.images import write_redacted_images
 
-        written = write_redacted_images(source, target / "images", deid)
-        deid.report.changes["full_face_images"] += written
+        images = write_redacted_images(source, target / "images", deid, render or RenderConfig())
+        deid.report.changes["page_images"] += images["boxes_blacked_out"]
+        deid.report.images_written = dict(images)
         deid.report.files_written.append("images/")
     else:
-        deid.report.changes["full_face_images"] += len(identified.documents)  # pages not copied
+        pages = source / "tables" / "pages.parquet"
+        deid.report.changes["page_images"] += pq.ParquetFile(pages).metadata.num_rows if pages.is_file() else 0  # not copied
     for scrubber in deid._scrubbers.values():
         deid.report.changes.update(scrubber.counts)
     deid.report.residual = check_residual(source, target, identified, cfg.residual.min_chars)

@@ -126,17 +126,32 @@ def _documents() -> list[tuple[DrawnPatient, DocumentBundle, list[str]]]:
     return drawn
 
 
-def write_identified_output(out: Path) -> dict[str, Any]:
-    """Writes tables/, quarantine.parquet, fhir/ and report.json as a run would; returns what was written."""
+PAGE_SIZE = (1275, 1650)  # letter at 150 DPI
+
+
+def write_identified_output(out: Path, sources: Path | None = None) -> dict[str, Any]:
+    """Writes tables/, quarantine.parquet, fhir/ and report.json as a run would; returns what was written.
+
+    With `sources`, each document's page is also a white PNG there (named as the archive named it),
+    and `source_uri` points at it, so the page can be rendered again.
+    """
+    from PIL import Image
+
     (out / "tables").mkdir(parents=True)
     (out / "fhir").mkdir()
     documents = _documents()
     page_rows, entity_rows = [], []
     for patient, bundle, lines in documents:
+        if sources is not None:
+            path = sources / Path(bundle.source_uri).relative_to("/archive").with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", PAGE_SIZE, 255).save(path)
+            bundle.source_uri, bundle.media_type = str(path), "image/png"
         page_rows.append({"facility_id": bundle.facility_id, "document_id": bundle.document_id, "page_index": 0,
                           "source_uri": bundle.source_uri, "sha256": f"{abs(hash(bundle.document_id)):064d}"[:64],
                           "media_type": bundle.media_type, "mrn": patient.mrn, "text_source": "text_layer",
-                          "lines": _lines_rows(lines), "dpi": 150, "image_width": 1275, "image_height": 1650})
+                          "lines": _lines_rows(lines), "dpi": 150, "image_width": PAGE_SIZE[0],
+                          "image_height": PAGE_SIZE[1]})
         for entity in bundle.entities:
             row = asdict(entity)
             entity_rows.append({"facility_id": bundle.facility_id, "document_id": bundle.document_id,

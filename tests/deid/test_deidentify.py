@@ -188,3 +188,18 @@ def test_refuses_a_key_inside_the_copy_and_a_used_folder(tmp_path: Path, folders
     with pytest.raises(ValueError, match="inside the research copy"):
         main(["deidentify", str(folders["identified"]), f"to={tmp_path / 'research'}",
               f"key_file={tmp_path / 'research' / 'site.key'}"])
+
+
+def test_redacted_images_black_out_scrubbed_lines(tmp_path: Path) -> None:
+    from PIL import Image
+
+    identified = tmp_path / "identified"
+    write_identified_output(identified, sources=tmp_path / "archive")
+    report = deidentify(identified, tmp_path / "research", _cfg("deid.images=redacted"), SiteKey(KEY_A))
+    assert report.passed and report.images_written["written"] == 3
+    images = sorted((tmp_path / "research" / "images").rglob("*.png"))
+    assert len(images) == 3 and all(ALICE.family not in str(p) and "doc-" not in str(p) for p in images)
+    image = Image.open(images[0])
+    # identified_output draws line i at y = 20 i .. 20 i + 14: line 0 is the title, line 1 "Patient: <name>".
+    assert image.getpixel((200, 7)) == 255  # "DISCHARGE SUMMARY": nothing to hide
+    assert image.getpixel((200, 27)) == 0  # the patient's name line is black
