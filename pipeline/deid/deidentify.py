@@ -31,6 +31,7 @@ from pipeline.deid.scrub import Scrubber, build_analyzer, own_recognisers
 log = logging.getLogger(__name__)
 
 AGE_CAP_EXTENSION = "urn:medrec:deid:age-over-cap"
+TEXT_CACHE_SIZE = 100_000  # scrubbed strings kept: section names, list items and drug lines repeat
 # Lineage that points back at the source files: never copied.
 DROPPED_COLUMNS = {"source_uri": "file_names", "sha256": "other_unique_numbers", "mrn": "medical_record_numbers",
                    "image": "page_images"}
@@ -144,6 +145,8 @@ class Deidentifier:
         if text is None or not text.strip():
             return text
         cache_key = (patient or "", text)
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.clear()  # a cache, not a store: memory stays flat over an archive
         if cache_key not in self._text_cache:
             self._text_cache[cache_key] = self.scrubber(patient).scrub(text).text
         return self._text_cache[cache_key]
@@ -203,8 +206,10 @@ class Deidentifier:
                 out[name] = [{**box, "label": self.scrub_text(patient, box.get("label"))} for box in value]
             elif name == "fields" and value:
                 out[name] = [{**f, "value": self._value(patient, f.get("name"), f.get("value"))} for f in value]
-            elif name == "value":
-                out[name] = self._value(patient, row.get("attribute") if row.get("kind") == "demographic" else None, value)
+            elif name == "value":  # entities name the attribute; the review queue names the field
+                attribute = row.get("attribute") or row.get("field")
+                out[name] = self._value(patient, attribute if row.get("kind") in ("demographic", "encounter") else None,
+                                        value)
             elif name in KEPT_COLUMNS or not isinstance(value, str):
                 out[name] = value
             else:
@@ -224,8 +229,8 @@ class Deidentifier:
         if attribute == "address":
             match = ZIP.search(value)
             return self.zip_code(match["zip5"]) if match else None
-        if FHIR_DATE.fullmatch(value) and not value.isdigit() or (value.isdigit() and len(value) == 4 and attribute
-                                                                  and "date" in attribute):
+        # "2024-03-02" is a date; "2019" only where the attribute says so (else it is a value, 2019 mg/dL).
+        if FHIR_DATE.fullmatch(value) and ("-" in value or "date" in (attribute or "")):
             return self.shift(patient, value)
         return self.scrub_text(patient, value)
 

@@ -1,0 +1,117 @@
+"""`medrec run` then `medrec deidentify` on born-digital records: the synthetic corpus and, where
+../shared is present, documents rendered with the kit in ../shared/eval/records. No name, MRN,
+birth date or address of any patient of the gold files may be left anywhere in the research copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pipeline.config import load_config
+from pipeline.deid.deidentify import deidentify
+from pipeline.deid.keys import SiteKey
+from pipeline.run import run_pipeline
+from pipeline.synth.corpus import generate_corpus
+
+pytestmark = pytest.mark.slow
+
+# ../shared beside the checkout, or $MEDREC_SHARED_DIR (as tests/conftest.py reads it).
+KIT = Path(os.environ.get("MEDREC_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared") / "eval" / "records"
+
+
+def _us(iso: str) -> list[str]:
+    d = date.fromisoformat(iso)
+    return [iso, f"{d.month:02d}/{d.day:02d}/{d.year}", f"{d.month}/{d.day}/{d.year}"]
+
+
+def gold_identifiers(gold: dict) -> list[str]:
+    """Name parts, MRN, birth date (ISO and US forms) and address of a gold file (synthetic or kit)."""
+    patient = gold.get("patient") or {}
+    given = patient.get("given")
+    names = [*(given if isinstance(given, list) else [given]), patient.get("family"), patient.get("name_as_written")]
+    values = [n for n in names if n] + [patient.get("mrn"), patient.get("address")]
+    born = patient.get("birth_date") or patient.get("birthDate")
+    return [v for v in values if v] + (_us(born) if born else [])
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory: pytest.TempPathFactory, terminology_index_path: Path):
+    import ray
+
+    root = tmp_path_factory.mktemp("deid_corpus")
+    corpus = generate_corpus(root / "synth", n_documents=4, seed=11, born_digital_share=1.0)
+    records, golds = Path(corpus["records"]), [Path(corpus["gold"])]
+    if (KIT / "render_synthea.py").is_file():
+        subprocess.run([sys.executable, str(KIT / "render_synthea.py"), "--out", str(root / "kit"), "--n-docs", "3",
+                        "--seed", "5", "--scanned-fraction", "0"], check=True, cwd=KIT, capture_output=True)
+        for facility in (root / "kit" / "docs").iterdir():
+            shutil.copytree(facility, records / f"kit-{facility.name}")
+        golds.append(root / "kit" / "gold")
+    cfg = load_config([f"input={records}", f"output={root / 'out'}", f"terminology.index_path={terminology_index_path}",
+                       "terminology.sources.embed_kinds=[]", f"ocr.model_dir={root / 'models'}", "writer.progress=false",
+                       "validate.today=2026-11-01"])
+    run_pipeline(cfg)
+    ray.shutdown()
+    deid_cfg = load_config(["deid.reference_date=2026-11-01"]).deid
+    reports = {name: deidentify(root / "out", root / name, deid_cfg, SiteKey(key * 8))
+               for name, key in (("a", b"site-a"), ("a2", b"site-a"), ("b", b"site-b"))}
+    yield root, golds, reports
+
+
+def _all_text(folder: Path) -> str:
+    parts = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        parts.append(str(path.relative_to(folder)))
+        parts.append(json.dumps(pq.read_table(path).to_pylist(), default=str) if path.suffix == ".parquet"
+                     else path.read_text(errors="replace"))
+    return "\n".join(parts).lower()
+
+
+def test_no_gold_identifier_is_left(corpus_run) -> None:
+    root, golds, reports = corpus_run
+    assert reports["a"].passed, reports["a"].as_json()
+    assert reports["a"].residual.found_identified["names"] > 0  # the identified copy had names to find
+    research = _all_text(root / "a")
+    checked = 0
+    for gold_dir in golds:
+        for path in sorted(gold_dir.glob("*.json")):
+            gold = json.loads(path.read_text())
+            for identifier in gold_identifiers(gold):
+                assert identifier.lower() not in research, (path.name, "identifier left")
+                checked += 1
+            assert Path(gold.get("file", "x")).name.lower() not in research  # source file names
+    assert checked >= 20
+
+
+def _clinical(folder: Path) -> Counter:
+    facts: Counter = Counter()
+    for path in sorted((folder / "fhir").glob("*.ndjson")):
+        for line in path.read_text().splitlines():
+            resource = json.loads(line)
+            for coding in (resource.get("code") or {}).get("coding", []):
+                facts[(resource["resourceType"], coding["system"], coding["code"],
+                       json.dumps(resource.get("valueQuantity"), sort_keys=True))] += 1
+    return facts
+
+
+def test_codes_and_values_equal_the_identified_copy(corpus_run) -> None:
+    root, _, _ = corpus_run
+    identified = _clinical(root / "out")
+    assert identified and _clinical(root / "a") == identified
+
+
+def test_pseudonyms_stable_across_runs_and_different_across_keys(corpus_run) -> None:
+    root, _, _ = corpus_run
+    for name in ("Patient.ndjson", "Condition.ndjson", "Encounter.ndjson"):
+        assert (root / "a" / "fhir" / name).read_bytes() == (root / "a2" / "fhir" / name).read_bytes()
+    ids = {n: {json.loads(line)["id"] for line in (root / n / "fhir" / "Patient.ndjson").read_text().splitlines()}
+           for n in ("a", "b")}
+    assert ids["a"] and not ids["a"] & ids["b"]
