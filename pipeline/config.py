@@ -201,6 +201,7 @@ class DeidDatesConfig(_Strict):
 class DeidScrubConfig(_Strict):
     min_identifier_chars: int = Field(3, ge=1, le=64)  # shorter own identifiers give too many false hits
     min_score: float = Field(0.4, ge=0, le=1)  # Presidio results below are left in the text
+    harvest_names: bool = True  # names found on a patient's pages join their own terms (the extractor misses some)
 
 
 class DeidResidualConfig(_Strict):

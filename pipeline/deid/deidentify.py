@@ -73,6 +73,7 @@ class DeidReport:
     date_mode: str = ""
     images: str = ""
     images_written: dict[str, int] = field(default_factory=dict)  # images=redacted: written, skipped by reason
+    names_harvested: int = 0  # names the name recogniser found on a patient's pages, added to their terms
     residual: ResidualReport | None = None
 
     @property
@@ -83,7 +84,7 @@ class DeidReport:
         return {
             "passed": self.passed, "patients": self.patients, "documents": self.documents,
             "key_fingerprint": self.key_fingerprint, "date_mode": self.date_mode, "images": self.images,
-            "images_written": self.images_written,
+            "images_written": self.images_written, "names_harvested": self.names_harvested,
             "changes_by_identifier_type": dict(sorted(self.changes.items())),
             "fhir_resources_by_type": dict(sorted(self.fhir_resources.items())),
             "fhir_invalid_by_type": dict(sorted(self.fhir_invalid.items())),
@@ -176,6 +177,28 @@ class Deidentifier:
             return None
         self.report.changes["geographic"] += 1
         return zip3(value, self.restricted)
+
+    def harvest_names(self, pages: Path) -> int:
+        """Adds to each patient's identifiers the names their pages give as the patient's.
+
+        The extractor may miss a name (a form's label row above its value row), while the name
+        recogniser finds it ("Family, Given" before the birth date); as a term of the patient it
+        is then removed where no pattern would find it ("Tyree is a 65 year-old ...").
+        """
+        added = 0
+        for batch in pq.ParquetFile(pages).iter_batches(batch_size=256, columns=["document_id", "lines"]):
+            for row in batch.to_pylist():
+                patient = self.identified.patient_of_document(row["document_id"])
+                if not patient or not row["lines"]:
+                    continue
+                text = "\n".join(line.get("text") or "" for line in row["lines"])
+                names = self.identified.patients[patient].names
+                for result in self.scrubber(patient).analyze(text):
+                    if result.entity_type == "PATIENT_NAME" and text[result.start:result.end] not in names:
+                        names.add(text[result.start:result.end])
+                        added += 1
+        self._scrubbers.clear()  # rebuilt with the names added
+        return added
 
     # ------------------------------------------------------------ tables
 
@@ -382,6 +405,8 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
     identified = read_identified_copy(source)
     deid = Deidentifier(cfg, key, identified)
     target.mkdir(parents=True, exist_ok=True)
+    if cfg.scrub.harvest_names and (source / "tables" / "pages.parquet").is_file():
+        deid.report.names_harvested = deid.harvest_names(source / "tables" / "pages.parquet")
     for path in sorted([*(source / "tables").glob("*.parquet"), *source.glob("quarantine.parquet")]):
         if path.name.startswith("_"):
             continue  # staging files of a run

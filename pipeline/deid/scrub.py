@@ -51,7 +51,7 @@ logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # it logs ever
 
 # Presidio entity -> the Safe Harbor identifier type the report counts it under.
 SAFE_HARBOR_TYPE = {
-    "PERSON": "names", "OWN_NAME": "names",
+    "PERSON": "names", "PATIENT_NAME": "names", "OWN_NAME": "names",
     "STREET_ADDRESS": "geographic", "CITY_STATE_ZIP": "geographic", "OWN_ADDRESS": "geographic",
     "DATE_TIME": "dates", "OWN_DATE": "dates", "AGE_OVER_CAP": "ages_over_89",
     "PHONE_NUMBER": "phone_fax", "OWN_PHONE": "phone_fax",
@@ -76,10 +76,12 @@ class _OfflineEmailRecognizer(EmailRecognizer):
 _NAME_WORD = r"[A-Z][A-Za-z0-9'\-]+"  # Synthea-style names carry digits; O'Neil, Smith-Jones
 # Words of one name are one space (or ", ") apart; a word followed by ":" is the next label.
 _NAME = rf"{_NAME_WORD}(?:(?:,[ \t]|[ \t])(?![A-Za-z]+:)(?:[A-Z]\.|{_NAME_WORD})){{0,3}}"
-_NAME_LABELS = (r"(?i:patient(?:[ \t]+name)?|name|pt|guardian|mother|father|spouse|husband|wife|son|daughter|"
-                r"next[ \t]+of[ \t]+kin|emergency[ \t]+contact|contact|seen[ \t]+by|signed(?:[ \t]+by)?|"
-                r"electronically[ \t]+signed[ \t]+by|dictated[ \t]+by|referred[ \t]+by|referring(?:[ \t]+physician)?|"
-                r"attending(?:[ \t]+physician)?|physician|provider|author|cc)")
+# A label naming the patient; then labels naming others (relatives, contacts, clinicians).
+_PATIENT_LABELS = r"(?i:patient(?:[ \t]+name)?|name|pt)"
+_OTHER_LABELS = (r"(?i:guardian|mother|father|spouse|husband|wife|son|daughter|next[ \t]+of[ \t]+kin|"
+                 r"emergency[ \t]+contact|contact|seen[ \t]+by|signed(?:[ \t]+by)?|electronically[ \t]+signed[ \t]+by|"
+                 r"dictated[ \t]+by|referred[ \t]+by|referring(?:[ \t]+physician)?|attending(?:[ \t]+physician)?|"
+                 r"physician|provider|author|cc)")
 _TITLES = r"(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof)"
 _CREDENTIALS = r"(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|FNP|DNP|DDS|MBBS|FRCP)"
 _STREET_TYPES = (r"(?i:street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|way|place|pl|terrace|"
@@ -95,11 +97,14 @@ def _recogniser(entity: str, patterns: list[tuple[str, str, float]], flags: int 
 
 def _site_recognisers() -> list[PatternRecognizer]:
     return [
+        _recogniser("PATIENT_NAME", [
+            ("after a patient label", rf"(?<=\b{_PATIENT_LABELS}[ \t]*[:#\-][ \t]*){_NAME}", 0.85),
+            ("family, given", rf"\b{_NAME_WORD},[ \t]+{_NAME_WORD}(?=[ \t]+\d{{1,4}}[/\-.]\d{{1,2}}[/\-.]\d{{1,4}})", 0.7),
+        ]),
         _recogniser("PERSON", [
-            ("after a label", rf"(?<=\b{_NAME_LABELS}[ \t]*[:#\-][ \t]*){_NAME}", 0.85),
+            ("after a label", rf"(?<=\b{_OTHER_LABELS}[ \t]*[:#\-][ \t]*){_NAME}", 0.85),
             ("after a title", rf"(?<=\b{_TITLES}\.?[ \t]+){_NAME}", 0.85),
             ("before credentials", rf"{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.|{_NAME_WORD})){{1,2}}(?=,?[ \t]+{_CREDENTIALS}\b)", 0.8),
-            ("family, given", rf"\b{_NAME_WORD},[ \t]+{_NAME_WORD}(?=[ \t]+\d{{1,4}}[/\-.]\d{{1,2}}[/\-.]\d{{1,4}})", 0.7),
         ]),
         _recogniser("MEDICAL_RECORD_NUMBER", [
             ("labelled id", r"(?<=\b(?i:mrn|medical[ \t]+record(?:[ \t]+(?:number|no\.?|#))?|record[ \t]+(?:no\.?|number|#)|"
@@ -218,7 +223,7 @@ class Scrubber:
         shift: Callable[[str], str] = lambda written: self._shifted(written)  # noqa: E731
         return {
             "DEFAULT": replace("REDACTED"),
-            "PERSON": replace("NAME"), "OWN_NAME": replace("NAME"),
+            "PERSON": replace("NAME"), "PATIENT_NAME": replace("NAME"), "OWN_NAME": replace("NAME"),
             "DATE_TIME": OperatorConfig("custom", {"lambda": shift}),
             "OWN_DATE": replace("DOB 90+") if self.over_age_cap else OperatorConfig("custom", {"lambda": shift}),
             "AGE_OVER_CAP": OperatorConfig("custom", {"lambda": lambda written: re.sub(r"\d+", "90+", written)}),
