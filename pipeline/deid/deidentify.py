@@ -73,7 +73,7 @@ class DeidReport:
     date_mode: str = ""
     images: str = ""
     images_written: dict[str, int] = field(default_factory=dict)  # images=redacted: written, skipped by reason
-    names_harvested: int = 0  # names the name recogniser found on a patient's pages, added to their terms
+    names_harvested: int = 0  # names and record numbers found on a patient's pages, added to their terms
     residual: ResidualReport | None = None
 
     @property
@@ -139,7 +139,8 @@ class Deidentifier:
             over_cap = any(is_over_age_cap(born, self.reference_date, self.cfg.age_cap) for born in identifiers.birth_dates)
             self._scrubbers[patient] = Scrubber(self.analyzer, self.anonymizer, self.policy(patient),
                                                 own_recognisers(identifiers, self.cfg.scrub.min_identifier_chars),
-                                                self.cfg.scrub.min_score, over_cap)
+                                                self.cfg.scrub.min_score, over_cap, self.reference_date,
+                                                self.cfg.age_cap)
         return self._scrubbers[patient]
 
     def scrub_text(self, patient: str | None, text: str | None) -> str | None:
@@ -179,7 +180,7 @@ class Deidentifier:
         return zip3(value, self.restricted)
 
     def harvest_names(self, pages: Path) -> int:
-        """Adds to each patient's identifiers the names their pages give as the patient's.
+        """Adds to each patient's identifiers the names and record numbers their pages give as the patient's.
 
         The extractor may miss a name (a form's label row above its value row), while the name
         recogniser finds it ("Family, Given" before the birth date); as a term of the patient it
@@ -192,10 +193,13 @@ class Deidentifier:
                 if not patient or not row["lines"]:
                     continue
                 text = "\n".join(line.get("text") or "" for line in row["lines"])
-                names = self.identified.patients[patient].names
+                identifiers = self.identified.patients[patient]
                 for result in self.scrubber(patient).analyze(text):
-                    if result.entity_type == "PATIENT_NAME" and text[result.start:result.end] not in names:
-                        names.add(text[result.start:result.end])
+                    found = text[result.start:result.end].strip()
+                    terms = {"PATIENT_NAME": identifiers.names, "MEDICAL_RECORD_NUMBER": identifiers.numbers}.get(
+                        result.entity_type)
+                    if terms is not None and found not in terms:
+                        terms.add(found)
                         added += 1
         self._scrubbers.clear()  # rebuilt with the names added
         return added
