@@ -12,6 +12,7 @@
   medrec review OUT [OUT ...] [review.port=8765 review.host=127.0.0.1 review.users_file=FILE]
   medrec apply-review OUT [OUT ...]
   medrec review-user add NAME reviewer|supervisor|auditor [review.users_file=FILE]   # password on stdin or prompted
+  medrec deidentify OUT to=RESEARCH [key_file=FILE] [deid.dates.mode=year deid.images=redacted ...]   # exit 1: identifiers left
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from pipeline.offline import use_offline_environment
 
 COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models", "bench", "review",
-            "apply-review", "review-user")
+            "apply-review", "review-user", "deidentify")
 
 
 def _synth(cfg) -> dict:
@@ -186,6 +187,35 @@ def _review(command: str, args: list[str]) -> int:
     return 0
 
 
+def _deidentify_overrides(args: list[str]) -> list[str]:
+    """`OUT to=RESEARCH key_file=KEY` -> `input=OUT output=RESEARCH deid.key_file=KEY`."""
+    renamed = {"to": "output", "key_file": "deid.key_file"}
+    overrides = []
+    for arg in args:
+        if "=" not in arg:
+            overrides.append(f"input={arg}")
+        else:
+            name, value = arg.split("=", 1)
+            overrides.append(f"{renamed.get(name, name)}={value}")
+    return overrides
+
+
+def _deidentify(cfg) -> int:
+    from pipeline.config import expand
+    from pipeline.deid.deidentify import copy_key_guard, deidentify
+    from pipeline.deid.keys import SiteKey
+
+    if not cfg.input or not cfg.output or not cfg.deid.key_file:
+        raise ValueError("deidentify needs OUT to=RESEARCH and key_file=FILE (or MEDREC_DEID_KEY_FILE)")
+    key_file, target = expand(cfg.deid.key_file), expand(cfg.output)
+    copy_key_guard(key_file, target)
+    report = deidentify(expand(cfg.input), target, cfg.deid, SiteKey.from_file(key_file, cfg.deid.pseudonym_chars),
+                        render=cfg.render)
+    print(report.render_markdown())
+    print(f"research copy: {target}")
+    return 0 if report.passed or not cfg.deid.residual.fail and not report.fhir_invalid else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -213,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "bench":
         return _bench(overrides)
+    if command == "deidentify":
+        return _deidentify(load_config(_deidentify_overrides(overrides)))
 
     if command == "demo" and not any(o.startswith("output=") for o in overrides):
         overrides.append(f"output=medrec-demo/{time.strftime('%Y%m%d-%H%M%S')}")

@@ -219,6 +219,55 @@ class ReviewConfig(_Strict):
     image_cache_pages: int = Field(16, ge=0, le=1024)  # rendered page PNGs kept in memory
 
 
+class DeidDatesConfig(_Strict):
+    mode: Literal["shift", "year"] = "shift"  # shift keeps intervals; year is Safe Harbor's letter
+    max_shift_days: int = Field(365, ge=1, le=3650)
+    shift_year_only_dates: bool = False  # Safe Harbor lets a year stand alone
+
+
+class DeidScrubConfig(_Strict):
+    min_identifier_chars: int = Field(3, ge=1, le=64)  # shorter own identifiers give too many false hits
+    min_score: float = Field(0.4, ge=0, le=1)  # Presidio results below are left in the text
+    harvest_names: bool = True  # names found on a patient's pages join their own terms (the extractor misses some)
+
+
+class DeidResidualConfig(_Strict):
+    min_chars: int = Field(4, ge=1, le=64)
+    fail: bool = True  # an identifier left in the research copy fails the command
+
+
+class DeidConfig(_Strict):
+    """`medrec deidentify`: the research copy (HIPAA Safe Harbor), see pipeline/deid."""
+
+    key_file: str | None = None  # required by deidentify; the secret never enters the config tree
+    pseudonym_chars: int = Field(32, ge=16, le=64)  # hex chars of HMAC-SHA256; 16 = 64 bits against collisions
+    dates: DeidDatesConfig = DeidDatesConfig()
+    reference_date: str | None = None  # ISO date ages are reckoned at; None: today
+    age_cap: int = Field(89, ge=1, le=150)
+    zip_digits: Literal[0, 3] = 3  # 0 drops the ZIP code altogether
+    restricted_zip3: list[str] = Field(default_factory=list)
+    keep_state: bool = True
+    keep_facility: bool = False
+    images: Literal["none", "redacted"] = "none"
+    scrub: DeidScrubConfig = DeidScrubConfig()
+    residual: DeidResidualConfig = DeidResidualConfig()
+
+    @field_validator("reference_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            date.fromisoformat(value)
+        return value
+
+    @field_validator("restricted_zip3")
+    @classmethod
+    def _three_digits(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not (len(v) == 3 and v.isdigit())]
+        if bad:
+            raise ValueError(f"restricted_zip3 holds three-digit strings (quote them in YAML), not {bad}")
+        return value
+
+
 class MedrecConfig(_Strict):
     input: str | None = None
     output: str | None = None
@@ -238,6 +287,9 @@ class MedrecConfig(_Strict):
     faults: FaultsConfig = FaultsConfig()
     validate_rules: ValidateConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+
+
+    deid: DeidConfig = DeidConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
