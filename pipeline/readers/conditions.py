@@ -6,8 +6,8 @@ import re
 
 from pipeline.assertion import assertion_of, relationship_of
 from pipeline.readers.common import LEADING_TRIGGER, STRENGTH, Lexicons, ReadContext, new_entity, score_field
-from pipeline.records import Entity
-from pipeline.terminology import normalise_term
+from pipeline.records import CodeCandidate, Entity
+from pipeline.spotter import SPOTTED
 
 _DIAGNOSIS_STATUS = re.compile(r"\s*[(\[,-]?\s*\b(resolved|in remission|remote|inactive|active|chronic|controlled|"
                                r"stable)\b\s*[)\]]?\s*$", re.I)
@@ -25,9 +25,8 @@ def diagnosis_status(assertion: str, stated: str | None) -> str:
 class ConditionReader:
     """Every item of a diagnosis list; in narrative, the longest known diagnosis names."""
 
-    def __init__(self, lexicons: Lexicons, max_ngram: int = 6):
+    def __init__(self, lexicons: Lexicons):
         self.lexicons = lexicons
-        self.max_ngram = max_ngram
 
     def read(self, ctx: ReadContext) -> list[Entity]:
         if not ctx.text:
@@ -57,26 +56,21 @@ class ConditionReader:
         return [entity]
 
     def _spot(self, item: str, ctx: ReadContext) -> list[Entity]:
-        """Longest dictionary matches in free text, each with its ConText assertion."""
-        words = item.split()
-        found, i = [], 0
-        while i < len(words):
-            for n in range(min(self.max_ngram, len(words) - i), 0, -1):
-                phrase = " ".join(words[i:i + n]).strip(".,;:")
-                if len(phrase) > 3 and normalise_term(phrase) in self.lexicons.diagnoses:
-                    before, after = " ".join(words[:i]), " ".join(words[i + n:])
-                    if words[i + n - 1][-1:] in ".;:":
-                        after = "."  # the mention ends its clause: nothing after it is in scope
-                    assertion = assertion_of(before, ctx.role, after)
-                    entity = new_entity("diagnosis", phrase, ctx, assertion)
-                    entity.status = diagnosis_status(assertion, None)
-                    if assertion == "family":
-                        entity.relationship = relationship_of(f"{before} {after}")[0]
-                    score_field(entity, "text", phrase, STRENGTH["dictionary_in_text"])
-                    score_field(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
-                    found.append(entity)
-                    i += n
-                    break
-            else:
-                i += 1
+        """Diagnosis terms found approximately in free text (`pipeline.spotter`), each with its
+        ConText assertion and the concepts its words name as candidates for the code stage."""
+        found = []
+        for mention in self.lexicons.diagnosis_terms().spot(item):
+            before, after = item[:mention.start], item[mention.end:]
+            if after[:1] in (".", ";", ":"):
+                after = "."  # the mention ends its clause: nothing after it is in scope
+            assertion = assertion_of(before, ctx.role, after)
+            entity = new_entity("diagnosis", mention.text, ctx, assertion)
+            entity.status = diagnosis_status(assertion, None)
+            if assertion == "family":
+                entity.relationship = relationship_of(f"{before} {after}")[0]
+            entity.candidates = [CodeCandidate(c.system, c.code, c.display, round(mention.score - c.penalty, 4),
+                                               SPOTTED) for c in mention.concepts if c.system]
+            score_field(entity, "text", mention.text, STRENGTH["dictionary_in_text"])
+            score_field(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
+            found.append(entity)
         return found

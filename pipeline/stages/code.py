@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.records import CodeCandidate, Entity
+from pipeline.spotter import SPOTTED
 from pipeline.stages.base import Resources, Stage
 from terminology_index import ICD10CM
 
@@ -105,6 +106,9 @@ class CodeStage(Stage):
         elif entity.kind in ("medication", "allergy") and entity.attribute:
             query = entity.attribute
         candidates = self.index.candidates(entity.kind, query, self.top_k)
+        spotted = [c for c in entity.candidates if c.match == SPOTTED]
+        if spotted:  # what the extractor's spotter found these words to name
+            candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)
         if entity.kind == "lab":
             candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
         entity.candidates = candidates
