@@ -42,13 +42,39 @@ CLINICAL_ABBREVIATIONS: dict[str, str] = {
     "t2dm": "type 2 diabetes mellitus", "tb": "tuberculosis", "tia": "transient ischemic attack",
     "uri": "upper respiratory infection", "uti": "urinary tract infection",
 }
+# Words the classification writes another way: the ICD-10-CM Index to Diseases sends a
+# reader from the word on the left to the one on the right ("Carcinoma - see Neoplasm, by
+# site, malignant"; "Tumor - see Neoplasm, by site, uncertain behavior"; "Metastasis - see
+# Neoplasm, secondary"), and anatomical adjectives stand for their nouns as in the NLM
+# Lexical Tools synonym list (renal/kidney, hepatic/liver). A text word keeps its own
+# reading too, so these only add matches.
+INDEX_SEE_ALSO: dict[str, str] = {
+    "carcinoma": "malignant neoplasm", "adenocarcinoma": "malignant neoplasm", "cancer": "malignant neoplasm",
+    "malignancy": "malignant neoplasm", "sarcoma": "malignant neoplasm", "tumor": "neoplasm", "tumour": "neoplasm",
+    "metastasis": "secondary malignant neoplasm", "metastases": "secondary malignant neoplasm",
+    "metastatic": "secondary malignant neoplasm",
+    "renal": "kidney", "hepatic": "liver", "pulmonary": "lung", "cardiac": "heart", "cerebral": "brain",
+    "gastric": "stomach", "vesical": "bladder", "ocular": "eye", "cutaneous": "skin", "osseous": "bone",
+    "ureteral": "ureter", "testicular": "testis", "ovarian": "ovary", "uterine": "uterus", "prostatic": "prostate",
+    "pancreatic": "pancreas", "splenic": "spleen", "adrenal": "adrenal gland", "thyroid": "thyroid gland",
+    "mammary": "breast", "rectal": "rectum", "colonic": "colon", "esophageal": "esophagus", "vertebral": "vertebra",
+    "bleeding": "hemorrhage", "necrosis": "gangrene", "adenopathy": "enlarged lymph node",
+    "smoker": "nicotine dependence", "smoking": "nicotine dependence",
+}
+# Derived forms of one word, read as one word on both sides (Index: "Infection, infected,
+# infective"; "Cytomegalovirus, cytomegaloviral").
+_DERIVED = {"infectious": "infection", "infected": "infection", "infective": "infection",
+            "cytomegaloviral": "cytomegalovirus", "febrile": "fever"}
 # Function words, and the classification's qualifiers no writer says.
 STOPWORDS = frozenset(
     "a an and as at by for from in into of on or the to s due other specified unspecified nos nec "
-    "classified elsewhere otherwise than disease".split())
+    "classified elsewhere otherwise than disease uncomplicated".split())
+# Dropped from a core that keeps two other words ("Abnormal weight loss" is weight loss), kept
+# where it is most of the term ("Abnormal electrocardiogram").
+_WEAK_QUALIFIERS = frozenset({"abnormal"})
 # After "unspecified" these words only say that a detail is missing ("unspecified site").
 _UNSPECIFIED_DETAIL = frozenset("site sites part parts side degree trimester organism type cause kind region "
-                                "location laterality reason".split())
+                                "location laterality reason behavior".split())
 # Clause ends: a mention never spans them.
 _CLAUSE_END = re.compile(r"[.;:!?()\[\]]")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -75,7 +101,7 @@ WINDOW_SLACK = 2
 
 def stem(word: str) -> str:
     """A word's comparison key: spelling folded, plural stripped (same rule for text and terms)."""
-    word = _ROMAN.get(word, word)
+    word = _DERIVED.get(word) or _ROMAN.get(word, word)
     for pattern, replacement in _SPELLING:
         word = pattern.sub(replacement, word)
     if len(word) <= 4 or word.isdigit():
@@ -109,7 +135,8 @@ def core_words(term: str) -> tuple[tuple[str, ...], float]:
                 kept.append(word[-1])
             elif word not in STOPWORDS:
                 kept.append(stem(word))
-    return tuple(dict.fromkeys(kept)), penalty
+    strong = [w for w in kept if w not in _WEAK_QUALIFIERS]
+    return tuple(dict.fromkeys(strong if len(strong) >= 2 else kept)), penalty
 
 
 @dataclass(frozen=True)
@@ -177,8 +204,8 @@ class TermSpotter:
             core.concepts = list(best.values())
             self._by_anchor[min(core.words, key=lambda w: (frequency[w], w))].append(core)
         self.vocabulary = frozenset(frequency)
-        self._expansions = {abbreviation: tuple(stem(w) for w in _WORD.findall(expansion) if w not in STOPWORDS)
-                            for abbreviation, expansion in CLINICAL_ABBREVIATIONS.items()}
+        self._expansions = {stem(word): tuple(stem(w) for w in _WORD.findall(expansion) if w not in STOPWORDS)
+                            for word, expansion in (*CLINICAL_ABBREVIATIONS.items(), *INDEX_SEE_ALSO.items())}
         # One-deletion neighbourhoods of long words (symmetric-delete spelling correction).
         self._deletions: dict[str, list[str]] = defaultdict(list)
         for word in self.vocabulary:
@@ -207,8 +234,8 @@ class TermSpotter:
             if word in STOPWORDS and word != "a":  # "a" may be a name: "hepatitis a"
                 continue
             keys = {stem(word): 1.0}
-            if word in self._expansions:
-                keys.update(dict.fromkeys(self._expansions[word], 1.0))
+            if stem(word) in self._expansions:
+                keys.update(dict.fromkeys(self._expansions[stem(word)], 1.0))
             elif stem(word) not in self.vocabulary and len(word) >= MIN_FUZZY_LENGTH and not word.isdigit():
                 corrected = self._correct(stem(word))
                 if corrected:
