@@ -1,6 +1,7 @@
 """Term spotter cost: build time and memory per actor, and CPU milliseconds per page of text.
 
-    python -m benchmarks.spotter_speed [--index embedded|shared] [--out benchmarks/results] [--pages 100]
+    python -m benchmarks.spotter_speed [--index embedded|shared] [--index-path DIR] [--out benchmarks/results]
+        [--pages 100]
 
 Builds (or reuses) the index of a `terminology` config group, builds one `TermSpotter` per
 index kind from every term of that kind, and spots the CodiEsp dev case reports (a page of
@@ -70,9 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--pages", type=int, default=100, help="CodiEsp dev case reports spotted")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--index-path", type=Path, default=None, help="an index already built (skips the build)")
     args = parser.parse_args(argv)
-    path = args.cache_dir / args.index
-    ensure_index(index_sources(args.index), path)
+    path = args.index_path or args.cache_dir / args.index
+    if args.index_path is None:
+        ensure_index(index_sources(args.index), path)
     index = TerminologyIndex(path)
     built = [measure_kind(index, kind) for kind in KINDS]
     texts = default_codiesp_dir() / "dev" / "text_files_en"
