@@ -100,22 +100,44 @@ class LexiconExtractor:
         entities: list[Entity] = []
         # Before the first header (letterhead, patient banner) only fields and tables are read,
         # unless the document type says what its unheaded lines are.
-        section, role = DEFAULT_ROLE.get(document_type, ("", "preamble"))
+        heading = DEFAULT_ROLE.get(document_type, ("", "preamble"))
+        section, role = heading
+        # The rows of the item being read: a narrative paragraph, or a list item wrapped over
+        # several rows; each with its text (a heading's row only with what follows the colon).
+        pending: list[tuple[Row, str]] = []
+
+        def read_pending() -> None:
+            if pending:
+                entities.extend(self._read_rows(pending, document_type, section, role, page_index))
+                pending.clear()
+
         for row in rows:
             text = row.text.strip()
             if not text:
                 continue
-            header = self._section_header(row)
+            header = self._section_header(row, role)
             if header is not None:
+                read_pending()
                 (section, role), text = header
-                if not text:
-                    continue
-            item = BULLET.sub("", text).strip().rstrip(".")
-            ctx = ReadContext(document_type, section, role, row, page_index, item)
-            for reader in self.readers:
-                if ctx.claimed:
-                    break
-                entities.extend(reader.read(ctx))
+                heading = (section, role)
+                if text:
+                    pending.append((row, text))
+                continue
+            if (lead := _lead_in(text)) is not None:
+                # "The following procedures were conducted:" opens a list of that kind.
+                read_pending()
+                section, role = lead
+                continue
+            bullet = BULLET.match(text)
+            if not bullet and (section, role) != heading and section.startswith(_LIST_OF):
+                read_pending()
+                section, role = heading  # the lead-in's list ended with the first unbulleted row
+            if pending and not bullet and (role in NARRATIVE_ROLES or (role in LIST_ROLES and text[:1].islower())):
+                pending.append((row, text))  # the paragraph, or the wrapped list item, goes on
+                continue
+            read_pending()
+            pending.append((row, text))
+        read_pending()
         seen: Counter[str] = Counter()
         for entity in entities:
             entity.entity_id = deterministic_entity_id(document_id, entity)
@@ -125,12 +147,37 @@ class LexiconExtractor:
             entity.confidence = min((f.confidence for f in entity.fields), default=entity.confidence)
         return entities
 
-    @staticmethod
-    def _section_header(row: Row) -> tuple[tuple[str, str], str] | None:
+    def _read(self, ctx: ReadContext) -> list[Entity]:
+        """Every reader in turn on one item, until one of them claims it."""
+        found: list[Entity] = []
+        for reader in self.readers:
+            if ctx.claimed:
+                break
+            found.extend(reader.read(ctx))
+        return found
+
+    def _read_rows(self, rows: list[tuple[Row, str]], document_type: str, section: str, role: str, page: int
+                   ) -> list[Entity]:
+        """One item read from its rows joined into one text, so a sentence or a list item
+        wrapped over lines stays whole; `spans` keeps which row each part came from."""
+        spans, parts, offset = [], [], 0
+        for row, text in rows:
+            spans.append((offset, offset + len(text), row))
+            parts.append(text)
+            offset += len(text) + 1
+        joined = Row([line for row, _ in rows for line in row.lines]) if len(rows) > 1 else rows[0][0]
+        return self._read(ReadContext(document_type, section, role, joined, page, _item(" ".join(parts)),
+                                      spans=spans))
+
+    def _section_header(self, row: Row, role: str) -> tuple[tuple[str, str], str] | None:
         """(section, role) and any text after the colon, when the row opens a section.
 
         A heading is a known section name followed by a colon, or standing alone on its
-        row (OCR often drops the colon: "RX").
+        row (OCR often drops the colon: "RX"). Headings that join two names ("Diagnoses /
+        Problem list", "Assessment and problem list") or add a word ("Medications ordered")
+        take the first known name; a short all-capitals row that names no known section
+        still ends the one before ("SCREENING"), so its lines are not read as that one's items
+        (in a list, only when it is more than one word and no known term: "NKDA", "COPD").
         """
         match = _HEADER.match(row.lines[0].text)
         if match:
@@ -139,8 +186,65 @@ class LexiconExtractor:
             name, rest = row.lines[0].text, ""
         else:
             return None
-        section = _SECTIONS_COMPACT.get(normalise_term(name).replace(" ", ""))
+        section = _known_section(name, prefix=bool(match) or _looks_like_heading(name))
+        if section is None and not match and _looks_like_heading(name) and (
+                role not in LIST_ROLES or (len(name.split()) > 1 and not self._known_term(name))):
+            section = (normalise_term(name), "other")
         return (section, rest.strip()) if section else None
+
+    def _known_term(self, text: str) -> bool:
+        term = normalise_term(text)
+        return any(term in known for known in (self.lexicons.diagnoses, self.lexicons.medications, self.lexicons.labs))
+
+
+LIST_ROLES = frozenset({"diagnoses", "medications", "allergies", "procedures"})
+# Narrative sections are read a paragraph at a time; list sections an item (row) at a time.
+NARRATIVE_ROLES = frozenset({"narrative", "family"})
+_HEADING_PARTS = re.compile(r"\s*(?:/|&|\band\b)\s*")
+_HEADING_WORDS = re.compile(r"^[A-Z][A-Z /&-]{2,60}$")
+_LIST_OF = "list of "
+# A line ending in a colon that opens a list says what the list holds.
+_LEAD_IN_KINDS = (
+    ("procedures", re.compile(r"\b(?:procedures?|operations?|surger(?:y|ies))\b", re.I)),
+    ("medications", re.compile(r"\b(?:medications?|medicines?|prescri\w+|drugs?)\b", re.I)),
+    ("diagnoses", re.compile(r"\b(?:diagnos[ie]s|problems?|conditions?)\b", re.I)),
+    ("allergies", re.compile(r"\ballerg\w+", re.I)),
+)
+
+
+def _item(text: str) -> str:
+    return BULLET.sub("", text).strip().rstrip(".")
+
+
+def _looks_like_heading(text: str) -> bool:
+    """Capitals only, a few words, no digits: how forms and letters print their headings."""
+    return bool(_HEADING_WORDS.match(text.strip())) and len(text.split()) <= 6
+
+
+def _known_section(name: str, prefix: bool) -> tuple[str, str] | None:
+    key = normalise_term(name)
+    found = _SECTIONS_COMPACT.get(key.replace(" ", ""))
+    if found or not prefix:
+        return found
+    for part in _HEADING_PARTS.split(name.lower()):
+        found = _SECTIONS_COMPACT.get(normalise_term(part).replace(" ", ""))
+        if found:
+            return found
+    words = key.split()
+    for n in range(len(words) - 1, 0, -1):
+        found = SECTIONS.get(" ".join(words[:n]))
+        if found:
+            return found
+    return None
+
+
+def _lead_in(text: str) -> tuple[str, str] | None:
+    """(section, role) of a sentence that ends in a colon and opens a list; the role is the
+    kind of item it names, or "other" when it names none (its items are then not read)."""
+    if not text.endswith(":") or len(text.split()) < 3:
+        return None
+    role = next((kind for kind, pattern in _LEAD_IN_KINDS if pattern.search(text)), "other")
+    return _LIST_OF + role, role
 
 
 def deterministic_entity_id(document_id: str, entity: Entity) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -193,4 +194,17 @@ def ensure_index(sources: IndexSources, output: Path) -> dict:
         record = json.loads(record_path.read_text())
         if record.get("version") == wanted:
             return record
-    return build_index(sources, output)
+    # Build beside the index and swap it in: a reader (another run, another node on a shared
+    # folder) never opens a half-written index, and two builders never write into one folder.
+    staging = output.parent / f".{output.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    record = build_index(sources, staging)
+    retired = output.parent / f".{output.name}.retired-{os.getpid()}"
+    if output.exists():
+        output.rename(retired)
+    try:
+        staging.rename(output)
+    except OSError:  # another builder swapped in first: its index is the same version
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)
+    return record

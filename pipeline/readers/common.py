@@ -59,6 +59,13 @@ class ReadContext:
     text: str = ""  # the item: the row's text without its bullet, or what follows a heading's colon
     # Set by a reader that read the whole item (a lab row, a medication line): later readers skip it.
     claimed: bool = False
+    # A paragraph joined from several rows: where each row's text starts and ends in `text`.
+    spans: list[tuple[int, int, Row]] = field(default_factory=list)
+
+    def rows_of(self, start: int, end: int) -> Row:
+        """The lines that carry characters start..end of the item (its provenance)."""
+        lines = [line for a, b, row in self.spans if a < end and start < b for line in row.lines]
+        return Row(lines) if lines else self.row
 
 
 def new_entity(kind: str, text: str, ctx: ReadContext, assertion: str) -> Entity:

@@ -18,13 +18,35 @@ _ENCOUNTER_KEYS = {"admission date": "admission_date", "admitted": "admission_da
                    "dos": "visit_date", "collected": "visit_date", "date": "visit_date"}
 
 
+_NAME_KEYS = ("patient", "name", "patient name")
+_ID_KEYS = ("mrn", "medical record number", "mrn no", "nhs number", "nhs no")
+_BIRTH_KEYS = ("dob", "date of birth", "birth date", "d o b")
+# Labels that share a line with the fields above without being read themselves.
+_OTHER_KEYS = ("provider", "attending", "physician", "visit type", "facility", "department", "age", "room", "ward")
+_ALL_KEYS = (*_NAME_KEYS, *_ID_KEYS, *_BIRTH_KEYS, "sex", "gender", "address", "phone", "telephone", "tel",
+             *_ENCOUNTER_KEYS, *_OTHER_KEYS)
+# A known label and its colon, longest first, so "Patient Name:" is one key, not "Patient" + "Name:".
+_KEY_AT = re.compile(r"(?:^|(?<=\s))(?:" + "|".join(re.escape(k).replace(r"\ ", r"\s+")
+                                                   for k in sorted(_ALL_KEYS, key=len, reverse=True)) + r")\s*:", re.I)
+
+
+def _fields(text: str) -> list[str]:
+    """A line cut before each known label: "Patient: Herman, Theron MRN: 0a3c7c37" is two fields."""
+    starts = [match.start() for match in _KEY_AT.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    return [text[a:b].strip() for a, b in zip(starts, starts[1:] + [len(text)]) if text[a:b].strip()]
+
+
 class DemographicsReader:
     """Patient name, MRN / NHS number, birth date, sex, address, phone; encounter dates."""
 
     def read(self, ctx: ReadContext) -> list[Entity]:
         found = []
         for line in ctx.row.lines:
-            found.extend(self._key_value(line.text, replace(ctx, row=Row([line]))))
+            # One printed line often holds several fields ("Patient: Herman, Theron MRN: 0a3c7c37").
+            for field in _fields(line.text):
+                found.extend(self._key_value(field, replace(ctx, row=Row([line]))))
         return found
 
     def _key_value(self, text: str, ctx: ReadContext) -> list[Entity]:
@@ -34,16 +56,16 @@ class DemographicsReader:
         key, value = normalise_term(match.group("key")), match.group("value").strip()
         if not value.strip(" ,.;:"):  # a label with nothing after it ("MRN: ")
             return []
-        if key in ("patient", "name", "patient name"):
+        if key in _NAME_KEYS:
             if "," in value:
                 family, given = (part.strip() for part in value.split(",", 1))
                 value = f"{given} {family}".strip()
             return [_demographic("name", value, ctx)]
-        if key in ("mrn", "medical record number", "mrn no", "nhs number", "nhs no"):
+        if key in _ID_KEYS:
             attribute = "nhs_number" if key.startswith("nhs") else "mrn"
             number = value.replace(" ", "") if attribute == "nhs_number" else value.split()[0]
             return [_demographic(attribute, number, ctx)]
-        if key in ("dob", "date of birth", "birth date", "d o b"):
+        if key in _BIRTH_KEYS:
             iso = iso_date(value, future_years=0)  # "03/02/56" is 1956, never 2056
             return [_demographic("birth_date", iso, ctx)] if iso else []
         if key in ("sex", "gender"):

@@ -11,17 +11,28 @@ from pipeline.records import Entity
 from pipeline.terminology import normalise_term
 from pipeline.units import normalise_unit, ucum_code
 
+# Between a vital's name and its value prose puts a verb or a preposition ("her blood
+# pressure was 128/82", "a heart rate of 88"); a form puts a colon.
+_LINK = r"(?:\s*:|\s+(?:was|is|of|at|measured at|reading|recorded at|noted at))*\s*"
 _VITAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse)\s*:?\s*({NUMBER})\s*(bpm|/min|beats/min)?", re.I)),
-    ("respiratory rate", re.compile(rf"\b(?:RR|resp(?:iratory)? rate|resp)\s*:?\s*({NUMBER})\s*(/min|breaths/min)?", re.I)),
-    ("temperature", re.compile(rf"\b(?:temp(?:erature)?|T)\s*:?\s*({NUMBER})\s*(°?\s?[CF])\b", re.I)),
-    ("spo2", re.compile(rf"\b(?:SpO2|O2 sat|oxygen saturation|sat|SaO2)\s*:?\s*({NUMBER})\s*(%)?", re.I)),
-    ("weight", re.compile(rf"\b(?:weight|wt)\s*:?\s*({NUMBER})\s*(kg|lbs?)\b", re.I)),
-    ("height", re.compile(rf"\b(?:height|ht)\s*:?\s*({NUMBER})\s*(cm|in)\b", re.I)),
-    ("bmi", re.compile(rf"\bBMI\s*:?\s*({NUMBER})\s*(kg/m2)?", re.I)),
+    ("pulse", re.compile(rf"\b(?:HR|heart rate|pulse(?: rate)?){_LINK}({NUMBER})\s*(bpm|/min|beats/min|beats per minute)?", re.I)),
+    ("respiratory rate", re.compile(
+        rf"\b(?:RR|resp(?:\.|iratory)?\s*rate|resp\.?|respirations){_LINK}({NUMBER})\s*(/min|breaths/min|breaths per minute)?",
+        re.I)),
+    ("temperature", re.compile(rf"\b(?:temp(?:erature)?\.?|T){_LINK}({NUMBER})\s*(°?\s?[CF])\b", re.I)),
+    ("spo2", re.compile(rf"\b(?:SpO2|O2 sat(?:uration)?|oxygen saturation|sat|SaO2){_LINK}({NUMBER})\s*(%)?", re.I)),
+    ("weight", re.compile(rf"\b(?:weight|wt\.?){_LINK}({NUMBER})\s*(kg|lbs?)\b", re.I)),
+    ("height", re.compile(rf"\b(?:height|ht\.?){_LINK}({NUMBER})\s*(cm|in)\b", re.I)),
+    ("bmi", re.compile(rf"\b(?:BMI|body mass index){_LINK}({NUMBER})\s*(kg/m2)?", re.I)),
+    # Pain on the 0-10 numeric rating scale ("Pain 3/10", "pain score: 4").
+    ("pain", re.compile(rf"\bpain(?: score| severity| level)?(?: \(0-10\))?{_LINK}(\d{{1,2}})(\s*/\s*10)?(?![\d.])", re.I)),
 )
-_BLOOD_PRESSURE = re.compile(r"\b(?:BP|blood pressure)\s*:?\s*(\d{2,3})\s*/\s*(\d{2,3})\s*(mm ?hg)?", re.I)
-_DEFAULT_VITAL_UNITS = {"pulse": "/min", "respiratory rate": "/min", "spo2": "%", "bmi": "kg/m2"}
+_BLOOD_PRESSURE = re.compile(rf"\b(?:BP|blood pressure){_LINK}(\d{{2,3}})\s*/\s*(\d{{2,3}})\s*(mm ?hg)?", re.I)
+# A scored instrument: "PHQ-2 score: 2", "GAD-7 total score 3", "Morse Fall Scale: 30".
+_SCORE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9()/ -]{1,60}?)\s+(?:total\s+)?score\s*:?\s*(?P<value>\d{1,3})\b"
+                    r"|^(?P<scale>[A-Za-z][A-Za-z0-9 -]{1,40}?\b(?:scale|index|questionnaire))\s*:\s*(?P<scale_value>\d{1,3})\b",
+                    re.I)
+_DEFAULT_VITAL_UNITS = {"pulse": "/min", "respiratory rate": "/min", "spo2": "%", "bmi": "kg/m2", "pain": "{score}"}
 _REFERENCE = rf"(?:[<>≤≥]=?\s*{NUMBER}|{NUMBER}\s*(?:-|–|to)\s*{NUMBER})"
 _LAB_ROW = re.compile(
     rf"^(?P<name>[A-Za-z][A-Za-z0-9 ,()/.-]*?)\s{{2,}}(?P<value>[<>]?{NUMBER})\s{{2,}}(?P<unit>\S+)"
@@ -60,6 +71,9 @@ def parse_reference_range(text: str | None) -> tuple[float | None, float | None,
     return None, None, printed
 
 
+SURVEY = "survey"  # the attribute of a lab-kind entity that is a scored instrument
+
+
 class ObservationReader:
     """Vital signs wherever they are written; a lab row claims its item."""
 
@@ -68,11 +82,31 @@ class ObservationReader:
 
     def read(self, ctx: ReadContext) -> list[Entity]:
         found = self._vitals(ctx)
-        lab = self._lab_row(ctx)
+        lab = self._lab_row(ctx) or self._score(ctx)
         if lab:
             ctx.claimed = True
             found.append(lab)
         return found
+
+    def _score(self, ctx: ReadContext) -> Entity | None:
+        """A scored instrument (PHQ-2, GAD-7, AUDIT-C, a fall scale) as an Observation of the
+        survey category; the code stage finds its LOINC code by name."""
+        for line in ctx.row.lines:
+            match = _SCORE.match(line.text.strip())
+            if not match or _BLOOD_PRESSURE.search(line.text) or re.match(r"\s*pain\b", line.text, re.I):
+                continue
+            value_group = "value" if match.group("value") else "scale_value"
+            value = match.group(value_group)
+            name = match.string[:match.start(value_group)].strip(" :")
+            entity = new_entity("lab", name,
+                                replace(ctx, row=Row([line]), section=ctx.section or "screening"), "present")
+            entity.attribute = SURVEY
+            entity.value, entity.value_num, entity.unit = value, float(value), "{score}"
+            known = normalise_term(entity.text) in self.lexicons.labs
+            score_field(entity, "name", entity.text, STRENGTH["pattern" if known else "unknown_lab_name"])
+            score_field(entity, "value", value, STRENGTH["pattern"])
+            return entity
+        return None
 
     def _vitals(self, ctx: ReadContext) -> list[Entity]:
         found = []
@@ -84,8 +118,9 @@ class ObservationReader:
                     found.append(_vital(name, bp.group(0), float(value), "mmHg", single))
             for name, pattern in _VITAL_PATTERNS:
                 match = pattern.search(line.text)
-                if match and not (name == "pulse" and bp and match.start() < bp.end()):
-                    unit = (match.group(2) or "").replace(" ", "") or _DEFAULT_VITAL_UNITS.get(name)
+                if match and not (name in ("pulse", "respiratory rate") and bp and match.start() < bp.end()):
+                    unit = "{score}" if name == "pain" else (
+                        (match.group(2) or "").replace(" ", "") or _DEFAULT_VITAL_UNITS.get(name))
                     found.append(_vital(name, match.group(0), float(match.group(1)), unit, single))
         return found
 

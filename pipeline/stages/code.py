@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pipeline.readers.medications import read_product
 from pipeline.records import CodeCandidate, Entity
 from pipeline.spotter import SPOTTED
 from pipeline.stages.base import Resources, Stage
@@ -17,6 +18,8 @@ _LINKED = re.compile(r"\s+(?:with|w/|due to|secondary to|and)\s+", re.IGNORECASE
 CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
 # Coded only where a site loaded SNOMED CT or CPT; without them "uncoded" would flag every one.
 CODED_WHEN_LOADED = ("procedure",)
+# A candidate this good is the product itself (an exact or OCR-tolerant name match).
+_EXACT = 0.85
 _VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
 
 
@@ -106,6 +109,13 @@ class CodeStage(Stage):
         elif entity.kind in ("medication", "allergy") and entity.attribute:
             query = entity.attribute
         candidates = self.index.candidates(entity.kind, query, self.top_k)
+        if entity.kind == "medication" and not any(c.score >= _EXACT for c in candidates):
+            # The product as written is no RxNorm name ("Acetaminophen 325 mg tab"): code its
+            # drug, then the clinical drug of that strength and form (below).
+            product = read_product(query)
+            # A combination ("a 325 mg / b 10 mg") is never coded as one of its drugs.
+            if product is not None and product.name and "/" not in product.name:
+                candidates = self.index.candidates(entity.kind, product.name, self.top_k)
         spotted = [c for c in entity.candidates if c.match == SPOTTED]
         if spotted:  # what the extractor's spotter found these words to name
             candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
-from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
-                             split_line, straighten, union_bbox)
+from pipeline.layout import (Row, Table, find_tables, join_key_values, join_stacked_fields, level_box, reading_order,
+                             skew_angle, split_line, straighten, union_bbox)
 from pipeline.lexicon import SECTIONS, LexiconExtractor, deterministic_entity_id, lexicons_from_index
 from pipeline.readers.common import STRENGTH, score_field
 from pipeline.readers.observations import LAB_FLAGS, interpret, parse_reference_range
@@ -54,7 +54,8 @@ class LexiconExtractStage(Stage):
         # Check-box labels and Yes/No questions are read with their boxes, never as list
         # items of their section.
         taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
-        rows = [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))]
+        rows = join_stacked_fields(
+            [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))])
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
         # The classifier's type says what unheaded rows are; an unsure type is not relied on.
@@ -89,7 +90,7 @@ _VALUE = re.compile(r"[<>]?\d+(?:\.\d+)?")
 
 
 def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[Entity]:
-    """Lab results from table rows whose test is a known lab and whose result is a number.
+    """Lab results from the rows of a result table whose result is a number.
 
     Each field comes from its own column; a missing flag is derived from the reference
     range, a missing unit or range stays empty.
@@ -98,8 +99,11 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
     for table in tables:
         for body in table.rows:
             name, value = body.text("name"), _VALUE.search(body.text("value") or "")
-            if not name or not value or normalise_term(name) not in labs:
+            if not name or not value or not re.search(r"[A-Za-z]{2}", name):
                 continue
+            # Under a header that names its columns a row is a result whatever its test is
+            # called; a name the dictionary does not know only lowers its confidence.
+            known = normalise_term(name) in labs
             lines = [line for cell in body.cells.values() for line in cell.lines]
             entity = _layout_entity("lab", name, "results", "present", page, list({id(l): l for l in lines}.values()),
                                     body.row.bbox, strength=1.0)
@@ -109,7 +113,7 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
                 body.text("range"))
             flag = LAB_FLAGS.get((body.text("flag") or "").strip().upper())
             entity.interpretation = flag or interpret(entity)
-            score_field(entity, "name", entity.text, STRENGTH["table_row"])
+            score_field(entity, "name", entity.text, STRENGTH["table_row" if known else "unknown_lab_name"])
             score_field(entity, "value", entity.value, STRENGTH["table_row"])
             score_field(entity, "unit", entity.unit,
                         STRENGTH["table_row"] if ucum_code(body.text("unit")) else STRENGTH["unknown_unit"])
