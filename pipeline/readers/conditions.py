@@ -115,10 +115,21 @@ class ConditionReader:
                 if assertion == "family":
                     entity.relationship = relationship_of(ctx.text[sentence.start():end])[0]
                 known = normalise_term(name) in self.lexicons.diagnoses
-                entity.candidates = self._spotted(name)
+                mentions = self.lexicons.diagnosis_terms().spot(name)
+                best = max(mentions, key=lambda m: (m.words, m.score), default=None)
+                entity.candidates = _candidates(best) if best else []  # what the code stage starts from
                 score_field(entity, "text", name, STRENGTH["dictionary_in_text" if known else "narrative_list_item"])
                 score_field(entity, "assertion", assertion, STRENGTH["pattern"])
                 found.append(entity)
+                for other in mentions:  # the item names more than its main condition ("pain ... with colic")
+                    if other is not best:
+                        also = new_entity("diagnosis", other.text, replace(ctx, row=ctx.rows_of(item_start, item_end)),
+                                          assertion)
+                        also.status, also.relationship = entity.status, entity.relationship
+                        also.candidates = _candidates(other)
+                        score_field(also, "text", other.text, STRENGTH["dictionary_in_text"])
+                        score_field(also, "assertion", assertion, STRENGTH["pattern"])
+                        found.append(also)
             rest[start:end] = " " * (end - start)
         return found, "".join(rest)
 
@@ -138,11 +149,6 @@ class ConditionReader:
         score_field(entity, "text", name, STRENGTH["exact_list_item"])
         score_field(entity, "assertion", assertion, STRENGTH["pattern"])
         return [entity]
-
-    def _spotted(self, name: str) -> list[CodeCandidate]:
-        """The concepts of the fullest term the spotter finds in a listed name, for the code stage."""
-        mentions = self.lexicons.diagnosis_terms().spot(name)
-        return _candidates(max(mentions, key=lambda m: (m.words, m.score))) if mentions else []
 
     def _spot(self, item: str, ctx: ReadContext) -> list[Entity]:
         """Diagnosis terms found approximately in free text (`pipeline.spotter`), each with its
