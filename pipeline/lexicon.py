@@ -20,9 +20,10 @@ from pipeline.readers.medications import MedicationReader
 from pipeline.readers.observations import ObservationReader
 from pipeline.readers.procedures import ProcedureReader
 from pipeline.records import Entity
-from pipeline.terminology import normalise_term
+from pipeline.spotter import TermSpotter
+from pipeline.terminology import TerminologyIndex, normalise_term
 
-__all__ = ["LexiconExtractor", "Lexicons", "SECTIONS", "deterministic_entity_id"]
+__all__ = ["LexiconExtractor", "Lexicons", "SECTIONS", "deterministic_entity_id", "lexicons_from_index"]
 
 # Section headers as charts write them (names, abbreviations, variants) -> (canonical
 # section, what its items are).
@@ -68,6 +69,13 @@ SECTIONS: dict[str, tuple[str, str]] = {name: section for section, names in _SEC
 DEFAULT_ROLE = {"prescription": ("prescription", "medications"), "lab_report": ("laboratory results", "labs")}
 _SECTIONS_COMPACT = {name.replace(" ", ""): value for name, value in SECTIONS.items()}
 _HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&]+?)\s*(?:\(.*\))?\s*[:\-]\s*(.*)$")
+
+def lexicons_from_index(index: TerminologyIndex) -> Lexicons:
+    """The readers' dictionaries drawn from an index: exact names per kind, and a spotter
+    over every diagnosis term (descriptions, inclusion terms, synonyms) for free text."""
+    return Lexicons(diagnoses=index.lexicon("diagnosis"), medications=index.lexicon("medication"),
+                    labs=index.lexicon("lab"), diagnosis_spotter=TermSpotter(index.spotter_terms("diagnosis")))
+
 
 class LexiconExtractor:
     """Turns the rows of one page into entity mentions (uncoded; the code stage codes them)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pipeline.layout import Row
 from pipeline.records import Entity, FieldScore
+from pipeline.spotter import TermSpotter
 from pipeline.terminology import normalise_term
 
 NUMBER = r"\d+(?:\.\d+)?"
@@ -26,12 +27,24 @@ STRENGTH = {"exact_list_item": 0.95, "dictionary_in_text": 0.9, "pattern": 0.95,
 
 @dataclass
 class Lexicons:
-    """Normalised names the readers spot, drawn from the terminology index."""
+    """Normalised names the readers spot, drawn from the terminology index.
+
+    `diagnosis_spotter` finds diagnosis terms in free text approximately (word order,
+    plurals, OCR slips, abbreviations); built from the index's every diagnosis term by
+    `lexicons_from_index`, else from `diagnoses` on first use.
+    """
 
     diagnoses: set[str]
     medications: set[str]
     labs: set[str]
     vitals: set[str] = field(default_factory=set)
+    diagnosis_spotter: TermSpotter | None = None
+
+    def diagnosis_terms(self) -> TermSpotter:
+        """The diagnosis spotter (built from the plain names when none was given)."""
+        if self.diagnosis_spotter is None:
+            self.diagnosis_spotter = TermSpotter.from_terms(self.diagnoses)
+        return self.diagnosis_spotter
 
 
 @dataclass

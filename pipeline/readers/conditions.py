@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from pipeline.assertion import assertion_of, relationship_of
 from pipeline.readers.common import LEADING_TRIGGER, STRENGTH, Lexicons, ReadContext, new_entity, score_field
-from pipeline.records import Entity
+from pipeline.records import CodeCandidate, Entity
+from pipeline.spotter import SPOTTED, Mention
 from pipeline.terminology import normalise_term
 
 # Phrases that open a list of the patient's conditions in prose ("has a history of A, B and C",
@@ -74,9 +75,8 @@ def _items(text: str, start: int, end: int) -> list[tuple[int, int]]:
 class ConditionReader:
     """Every item of a diagnosis list; in narrative, the longest known diagnosis names."""
 
-    def __init__(self, lexicons: Lexicons, max_ngram: int = 6):
+    def __init__(self, lexicons: Lexicons):
         self.lexicons = lexicons
-        self.max_ngram = max_ngram
 
     def read(self, ctx: ReadContext) -> list[Entity]:
         if not ctx.text:
@@ -115,9 +115,21 @@ class ConditionReader:
                 if assertion == "family":
                     entity.relationship = relationship_of(ctx.text[sentence.start():end])[0]
                 known = normalise_term(name) in self.lexicons.diagnoses
+                mentions = self.lexicons.diagnosis_terms().spot(name)
+                best = max(mentions, key=lambda m: (m.words, m.score), default=None)
+                entity.candidates = _candidates(best) if best else []  # what the code stage starts from
                 score_field(entity, "text", name, STRENGTH["dictionary_in_text" if known else "narrative_list_item"])
                 score_field(entity, "assertion", assertion, STRENGTH["pattern"])
                 found.append(entity)
+                for other in mentions:  # the item names more than its main condition ("pain ... with colic")
+                    if other is not best:
+                        also = new_entity("diagnosis", other.text, replace(ctx, row=ctx.rows_of(item_start, item_end)),
+                                          assertion)
+                        also.status, also.relationship = entity.status, entity.relationship
+                        also.candidates = _candidates(other)
+                        score_field(also, "text", other.text, STRENGTH["dictionary_in_text"])
+                        score_field(also, "assertion", assertion, STRENGTH["pattern"])
+                        found.append(also)
             rest[start:end] = " " * (end - start)
         return found, "".join(rest)
 
@@ -139,26 +151,26 @@ class ConditionReader:
         return [entity]
 
     def _spot(self, item: str, ctx: ReadContext) -> list[Entity]:
-        """Longest dictionary matches in free text, each with its ConText assertion."""
-        words = item.split()
-        found, i = [], 0
-        while i < len(words):
-            for n in range(min(self.max_ngram, len(words) - i), 0, -1):
-                phrase = " ".join(words[i:i + n]).strip(".,;:")
-                if len(phrase) > 3 and normalise_term(phrase) in self.lexicons.diagnoses:
-                    before, after = " ".join(words[:i]), " ".join(words[i + n:])
-                    if words[i + n - 1][-1:] in ".;:":
-                        after = "."  # the mention ends its clause: nothing after it is in scope
-                    assertion = assertion_of(before, ctx.role, after)
-                    entity = new_entity("diagnosis", phrase, ctx, assertion)
-                    entity.status = diagnosis_status(assertion, None)
-                    if assertion == "family":
-                        entity.relationship = relationship_of(f"{before} {after}")[0]
-                    score_field(entity, "text", phrase, STRENGTH["dictionary_in_text"])
-                    score_field(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
-                    found.append(entity)
-                    i += n
-                    break
-            else:
-                i += 1
+        """Diagnosis terms found approximately in free text (`pipeline.spotter`), each with its
+        ConText assertion and the concepts its words name as candidates for the code stage."""
+        found = []
+        for mention in self.lexicons.diagnosis_terms().spot(item):
+            before, after = item[:mention.start], item[mention.end:]
+            if after[:1] in (".", ";", ":"):
+                after = "."  # the mention ends its clause: nothing after it is in scope
+            assertion = assertion_of(before, ctx.role, after)
+            entity = new_entity("diagnosis", mention.text, ctx, assertion)
+            entity.status = diagnosis_status(assertion, None)
+            if assertion == "family":
+                entity.relationship = relationship_of(f"{before} {after}")[0]
+            entity.candidates = _candidates(mention)
+            score_field(entity, "text", mention.text, STRENGTH["dictionary_in_text"])
+            score_field(entity, "assertion", assertion, STRENGTH["dictionary_in_text"])
+            found.append(entity)
         return found
+
+
+def _candidates(mention: Mention) -> list[CodeCandidate]:
+    """A mention's concepts as `spotted` candidates (the code stage merges them with its lookup)."""
+    return [CodeCandidate(c.system, c.code, c.display, round(mention.score - c.penalty, 4), SPOTTED)
+            for c in mention.concepts if c.system]

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from pipeline.readers.medications import read_product
 from pipeline.records import CodeCandidate, Entity
+from pipeline.spotter import SPOTTED
 from pipeline.stages.base import Resources, Stage
 from terminology_index import ICD10CM
 
@@ -116,6 +117,9 @@ class CodeStage(Stage):
             # A combination ("a 325 mg / b 10 mg") is never coded as one of its drugs.
             if drug and "/" not in drug:
                 candidates = self.index.candidates(entity.kind, drug, self.top_k)
+        spotted = [c for c in entity.candidates if c.match == SPOTTED]
+        if spotted:  # what the extractor's spotter found these words to name
+            candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)
         if entity.kind == "lab":
             candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
         entity.candidates = candidates

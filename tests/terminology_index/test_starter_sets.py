@@ -86,3 +86,15 @@ def test_every_clinical_synonym_names_a_billable_icd10cm_code(shared_icd10cm: di
 def test_starter_codes_are_listed_once(rows: list[dict[str, str]], key: str) -> None:
     codes = [row[key] for row in rows]
     assert len(codes) == len(set(codes))
+
+
+def test_every_clinical_synonym_names_its_source() -> None:
+    assert [row["code"] for row in ICD10CM_SYNONYMS if not row["source"].strip()] == []
+
+
+def test_clinical_synonyms_take_the_fy2026_codes() -> None:
+    code_of = {phrase: row["code"] for row in ICD10CM_SYNONYMS for phrase in row["phrase"].split("|")}
+    assert code_of["depression"] == "F32.A"  # F32.9 is a major depressive disorder, single episode
+    assert code_of["anxiety"] == "F41.9"  # F41.1 is generalized anxiety disorder
+    assert code_of["dyspnea"] == "R06.00"  # R06.02 is shortness of breath
+    assert "sugar" not in code_of  # sugar alone is not diabetes
