@@ -14,6 +14,7 @@ _SEVERITY = re.compile(r"\b(mild|moderate|severe|life[- ]threatening)\b", re.I)
 _ALLERGY = re.compile(r"^(?P<substance>[A-Za-z][A-Za-z -]*?)\s*(?:[:(-]\s*(?P<reaction>[A-Za-z ,()-]+?)\)?)?\s*$")
 _NONE_KNOWN = ("nkda", "nka", "none", "no known allergies", "no known drug allergies", "no known allergy")
 _MAX_SUBSTANCE_WORDS = 5
+_REACTION_LABEL = re.compile(r"\s*[/,;-]?\s*\breactions?\s*:\s*", re.I)
 # Words of a letter's closing or a signature line that can follow a list with no heading between.
 _NOT_A_SUBSTANCE = re.compile(r"\b(?:regards|sincerely|thanks?|thank you|yours|signed|dictated|electronically|"
                               r"reviewed|page)\b")
@@ -38,6 +39,7 @@ class AllergyReader:
         return [entity for part in _parts(ctx.text) if (entity := self._allergy(part, ctx))]
 
     def _allergy(self, item: str, ctx: ReadContext) -> Entity | None:
+        item = _REACTION_LABEL.sub(": ", item)  # "Shellfish / reaction: cough" -> "Shellfish: cough"
         severity = _SEVERITY.search(item)
         cleaned = _SEVERITY.sub("", item).replace("()", "").strip(" ,;-") if severity else item
         match = _ALLERGY.match(cleaned)

@@ -28,3 +28,10 @@ def test_no_known_allergies_is_negated(read) -> None:
     allergies = of_kind(read(column("ALLERGIES", "No Known Allergies.")), "allergy")
 
     assert [(a.text, a.assertion) for a in allergies] == [("No Known Allergies", "negated")]
+
+
+def test_a_labelled_reaction_after_a_slash(read) -> None:
+    lines = column("ALLERGIES", "- Tree nuts / reaction: wheezing (severe)")
+
+    assert [(a.text, a.value, a.severity) for a in of_kind(read(lines), "allergy")] == [
+        ("Tree nuts", "wheezing", "severe")]
