@@ -258,10 +258,12 @@ def read_loinc_starter() -> Iterator[Concept]:
     """Vital-sign and common lab LOINC codes with UCUM units and the names charts use."""
     with _starter("loinc_starter.tsv") as handle:
         for row in _tsv_rows(handle):
-            yield Concept(LOINC, row["loinc_num"], row["display"], row["display"], "preferred", row["kind"], True,
+            # A scored instrument (LOINC class type 4, survey) is looked up like a lab result.
+            kind = "lab" if row["kind"] == "survey" else row["kind"]
+            yield Concept(LOINC, row["loinc_num"], row["display"], row["display"], "preferred", kind, True,
                           unit=row["ucum"])
             for synonym in filter(None, row["synonyms"].split("|")):
-                yield Concept(LOINC, row["loinc_num"], row["display"], synonym, "abbreviation", row["kind"], True,
+                yield Concept(LOINC, row["loinc_num"], row["display"], synonym, "abbreviation", kind, True,
                               unit=row["ucum"])
 
 
