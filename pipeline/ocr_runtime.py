@@ -1,7 +1,8 @@
-"""Inference runtimes under the PaddleOCR pipeline: ONNX Runtime session options, or OpenVINO.
+"""OpenVINO under the PaddleOCR pipeline, in place of its ONNX Runtime CPU sessions.
 
 PaddleOCR 3.7 (`engine="onnxruntime"`) runs each model through a PaddleX
-`ONNXRuntimeRunner`, which takes its session options from `engine_config` and calls
+`ONNXRuntimeRunner`, which takes its session options from `engine_config` (built in
+`pipeline.ocr_onnx`, the one place for them) and calls
 `session.run(output_names, feeds)` on every batch. PaddleX reaches OpenVINO only through
 its high-performance-inference plugin (ultra-infer, not on PyPI for this platform), so the
 OpenVINO runtime here keeps PaddleOCR's pre- and post-processing and replaces the runner's
@@ -20,18 +21,6 @@ import numpy as np
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16")
-
-
-def ort_engine_config(threads: int, graph_optimization_level: int | None = None,
-                      enable_cpu_mem_arena: bool | None = None,
-                      execution_mode: str | None = None) -> dict[str, Any]:
-    """PaddleX `ONNXRuntimeRunnerConfig` fields; None keeps ONNX Runtime's own default."""
-    config: dict[str, Any] = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-    for key, value in (("graph_optimization_level", graph_optimization_level),
-                       ("enable_cpu_mem_arena", enable_cpu_mem_arena), ("execution_mode", execution_mode)):
-        if value is not None:
-            config[key] = value
-    return config
 
 
 class OpenVinoSession:

@@ -90,9 +90,11 @@ def init_ray(cfg: MedrecConfig) -> None:
     use_offline_environment()
     if not ray.is_initialized():
         # RAY_ADDRESS (e.g. `auto` on a cluster.yaml head) joins a running cluster, whose nodes
-        # declared their own CPUs and GPUs; otherwise a local Ray with this node's CPUs.
+        # declared their own CPUs and GPUs; otherwise a local Ray of our own with this node's
+        # CPUs (`address="local"`: never another job's cluster that happens to run on this host).
         joining = bool(os.environ.get("RAY_ADDRESS"))
-        ray.init(num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
+        ray.init(address=None if joining else "local",
+                 num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -102,7 +104,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     import ray.data
 
     from pipeline.assemble.grouped import assemble_group
-    from pipeline.graph import build_graph, gpu_plan
+    from pipeline.graph import build_graph, gpu_layout, gpu_plan
     from pipeline.plan import render_plan
 
     if not cfg.output:
@@ -112,6 +114,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     plan = gpu_plan(cfg)
     if plan is not None:
         print(render_plan(plan, "resources profile"), flush=True)
+        layout = gpu_layout(cfg)
+        if layout is not None:
+            print("  placement (one Ray bundle per card):\n" + layout.render(), flush=True)
     started = time.perf_counter()
     manifest = resolve_manifest(cfg, output)
     pages_in = pq.read_metadata(manifest).num_rows
@@ -131,7 +136,8 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     tables.close_pages()
     graph_seconds = time.perf_counter() - processing_started
 
-    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules)
+    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules,
+                                                         cfg.faults.max_document_error_rate)
     version = f"{cfg.writer.pipeline_version_tag} {pipeline.__version__}"
     fhir_dir = output / "fhir"
     fhir_dir.mkdir(exist_ok=True)
@@ -185,6 +191,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         setup_seconds=setup_seconds, processing_seconds=time.perf_counter() - processing_started,
         graph_seconds=graph_seconds, first_output_seconds=progress.first_output_s,
         pipeline_version=version, terminology_version=index_version, output=output,
-        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg))
+        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg),
+        max_page_error_rate=cfg.faults.max_page_error_rate)
     write_report(report, output)
     return report

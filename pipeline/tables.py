@@ -125,6 +125,7 @@ class PageTableWriter:
         self.llm_pages: Counter[str] = Counter()
         self.llm_output_tokens = 0
         self.stage_timings: dict[str, StageTiming] = {}
+        self.blank_pages = 0  # processed pages with no text and no check box (the backs of sheets)
 
     def write_batch(self, batch: pa.Table) -> tuple[int, int]:
         """Write one batch; returns (pages ok, pages quarantined)."""
@@ -146,6 +147,7 @@ class PageTableWriter:
                 })
                 continue
             summary.pages_ok += 1
+            self.blank_pages += int(not row.get("lines") and not row.get("checkboxes"))
             if row.get("extract_source"):
                 self.llm_pages[row["extract_source"]] += 1
                 self.llm_output_tokens += row.get("llm_output_tokens") or 0
@@ -188,16 +190,33 @@ def _document_findings(documents: dict[tuple[str, str], DocumentSummary], rules:
     return found
 
 
+# Flag on every entity of a document held back from FHIR: too many of its pages were quarantined.
+DOCUMENT_HELD_BACK = "document_held_back"
+
+
+def held_back_documents(documents: dict[tuple[str, str], DocumentSummary],
+                        max_error_rate: float | None) -> set[tuple[str, str]]:
+    """Documents with good pages whose share of quarantined pages exceeds `max_error_rate`
+    (None: hold none back). A document with no good page is in quarantine already."""
+    if max_error_rate is None:
+        return set()
+    return {key for key, d in documents.items()
+            if d.pages_ok and d.pages_failed / (d.pages_ok + d.pages_failed) > max_error_rate}
+
+
 def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary],
-                         rules: RuleEngine | None = None) -> tuple[Path, dict[str, int]]:
+                         rules: RuleEngine | None = None,
+                         max_document_error_rate: float | None = None) -> tuple[Path, dict[str, int]]:
     """Staged entities -> `entities.parquet` (with patient keys and whole-document rule flags),
     `flags.parquet`, `review_queue.parquet` and the assembly input; streamed batch by batch.
-    Returns the assembly input path and counts."""
+    A document held back (too many pages quarantined) keeps its entities, flagged for review,
+    out of the assembly input. Returns the assembly input path and counts."""
     staged = tables_dir / "_entities_staged.parquet"
     entities = _Writer(tables_dir / "entities.parquet", ENTITIES_TABLE_SCHEMA)
     flags = _Writer(tables_dir / "flags.parquet", FLAGS_TABLE_SCHEMA)
     review = _Writer(tables_dir / "review_queue.parquet", REVIEW_QUEUE_SCHEMA)
     document_findings = _document_findings(documents, rules)
+    held_back = held_back_documents(documents, max_document_error_rate)
     assembly_path = tables_dir / "_assembly_input.parquet"
     assembly = _Writer(assembly_path, ASSEMBLY_INPUT_SCHEMA)
     counts: Counter[str] = Counter()
@@ -205,10 +224,17 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
         entity_rows, flag_rows, assembly_rows, queue_rows = [], [], [], []
         for row in batch.to_pylist():
             document = documents[(row["facility_id"], row["document_id"])]
+            held = (row["facility_id"], row["document_id"]) in held_back
+            if held:
+                row["flags"] = sorted(set(row["flags"] or []) | {DOCUMENT_HELD_BACK})
+                row["requires_review"] = True
             if rules is not None:
                 entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
                 key = (row["facility_id"], row["document_id"], entity.entity_id)
                 apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
+                if held:  # apply_findings recomputes the flags: the hold stays among them
+                    entity.flags = sorted(set(entity.flags) | {DOCUMENT_HELD_BACK})
+                    entity.requires_review = True
                 row.update(entity.to_row())
                 lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
                            "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],
@@ -223,6 +249,8 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
                 flag_rows.append({"facility_id": row["facility_id"], "document_id": row["document_id"],
                                   "page_index": row["page_index"], "entity_id": row["entity_id"],
                                   "kind": row["kind"], "flag": flag, "bbox": row["bbox"]})
+            if held:
+                continue
             assembly_rows.append({**row, "source_uri": document.source_uri, "media_type": document.media_type,
                                   "document_type": document.document_type,
                                   "page_count": document.pages_ok + document.pages_failed})
@@ -238,4 +266,5 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
         pq.write_table(queue.sort_by([("priority", "descending"), ("entity_id", "ascending")]), review.path)
     counts["flags"] = flags.rows
     counts["review_queue"] = review.rows
+    counts["documents_held_back"] = len(held_back)
     return assembly_path, dict(counts)

@@ -60,7 +60,8 @@ def test_each_group_option_composes_and_builds_every_stage(override: str, tmp_pa
 def test_the_shared_terminology_option_reads_the_shared_extracts() -> None:
     cfg = load_config(["terminology=shared", "terminology.shared_dir=/data/shared"])
 
-    assert cfg.terminology.sources.icd10cm_xml is None
+    # The bundled tabular XML stays: it brings the inclusion terms the order-file TSV lacks.
+    assert cfg.terminology.sources.icd10cm_xml == "bundled"
     assert cfg.terminology.sources.icd10cm_tsv == "/data/shared/terminology/icd10cm_2026.tsv.gz"
     assert cfg.terminology.sources.loinc_table == "/data/shared/terminology/loinc_core.tsv.gz"
 
@@ -104,6 +105,13 @@ def test_the_gpu_ocr_backend_needs_its_model_dirs_and_a_vram_budget() -> None:
         load_config(["ocr=paddle_gpu", "ocr.det_model_dir=null"])
     with pytest.raises(ValidationError, match="gpu_memory_gb_per_actor > 0"):
         load_config(["ocr=paddle_gpu", "ocr.gpu_memory_gb_per_actor=0"])
+
+
+def test_openvino_is_a_cpu_runtime_of_the_onnx_backend_and_bf16_needs_it() -> None:
+    with pytest.raises(ValidationError, match="openvino runs the paddle_onnx backend on device cpu"):
+        load_config(["ocr=onnx_gpu", "+ocr.runtime=openvino"])
+    with pytest.raises(ValidationError, match="bf16 needs runtime openvino"):
+        load_config(["ocr=paddle_onnx", "+ocr.precision=bf16"])
 
 
 def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:

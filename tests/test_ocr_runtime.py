@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.ocr_models import REC_SOURCE_FILE, rapidocr_models_dir
-from pipeline.ocr_runtime import OpenVinoSession, ort_engine_config
-
-
-def test_session_options_leave_unset_ones_to_onnx_runtime() -> None:
-    assert ort_engine_config(2) == {"intra_op_num_threads": 2, "inter_op_num_threads": 1}
-    assert ort_engine_config(1, graph_optimization_level=1, enable_cpu_mem_arena=False, execution_mode="parallel") == {
-        "intra_op_num_threads": 1, "inter_op_num_threads": 1, "graph_optimization_level": 1,
-        "enable_cpu_mem_arena": False, "execution_mode": "parallel"}
+from pipeline.ocr_runtime import OpenVinoSession
 
 
 @pytest.fixture(scope="module")
