@@ -37,7 +37,8 @@ class OcrConfig(_Strict):
     gpu_memory_gb_per_actor: float = Field(0.0, ge=0, le=80)  # VRAM budget per OCR actor the plan reserves
     # paddle_onnx only (benchmarks/ocr_engines.py measures each): what runs the ONNX graphs and how.
     runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
-    precision: Literal["f32", "bf16"] = "f32"  # openvino: bf16 halves the work on CPUs with AVX-512 BF16
+    # bf16: openvino on CPUs with AVX-512 BF16; int8: onnxruntime with the rec model quantised (ocr_quantize)
+    precision: Literal["f32", "bf16", "int8"] = "f32"
     rec_width_step: int | None = Field(None, ge=8, le=1024)  # openvino: pad line batches to reuse kernels
     graph_optimization_level: Literal[0, 1, 2, 99] | None = None  # onnxruntime; None: its default (99)
     enable_cpu_mem_arena: bool | None = None  # onnxruntime; None: its default (on)
@@ -54,6 +55,9 @@ class OcrConfig(_Strict):
             raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
         if self.precision == "bf16" and self.runtime != "openvino":
             raise ValueError("ocr precision bf16 needs runtime openvino (ONNX Runtime's CPU kernels are f32)")
+        if self.precision == "int8" and (self.runtime != "onnxruntime" or self.backend != "paddle_onnx"
+                                         or self.device != "cpu"):
+            raise ValueError("ocr precision int8 needs runtime onnxruntime, backend paddle_onnx, device cpu")
         if self.runtime == "openvino" and (self.backend != "paddle_onnx" or self.device != "cpu"):
             raise ValueError("ocr runtime openvino runs the paddle_onnx backend on device cpu")
         return self

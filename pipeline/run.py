@@ -65,11 +65,14 @@ def prepare_models(cfg: MedrecConfig) -> str:
     actor starts, so actors only open them. Returns the index version."""
     from pipeline.graph import staged_ocr_dirs
     from pipeline.ocr_models import ensure_ocr_model_dirs, require_staged_model_dirs
+    from pipeline.ocr_quantize import ensure_int8_rec_dir
 
     record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
-        ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+        dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+        if cfg.ocr.precision == "int8":
+            ensure_int8_rec_dir(dirs)  # a minute of calibration, here once rather than in every actor
     else:
         require_staged_model_dirs(staged)  # fails here, naming the dirs, not in every actor
     return record["version"]

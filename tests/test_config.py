@@ -112,6 +112,8 @@ def test_openvino_is_a_cpu_runtime_of_the_onnx_backend_and_bf16_needs_it() -> No
         load_config(["ocr=onnx_gpu", "+ocr.runtime=openvino"])
     with pytest.raises(ValidationError, match="bf16 needs runtime openvino"):
         load_config(["ocr=paddle_onnx", "+ocr.precision=bf16"])
+    with pytest.raises(ValidationError, match="int8 needs runtime onnxruntime"):
+        load_config(["ocr=paddle_onnx_openvino", "ocr.precision=int8"])
 
 
 def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import gc
 import importlib.util
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,8 +22,9 @@ import numpy as np
 from pipeline.checkboxes import page_checkboxes
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.ocr_onnx import onnx_engine_kwargs, require_provider
+from pipeline.ocr_quantize import ensure_int8_rec_dir
 from pipeline.ocr_runtime import PRECISIONS, RUNTIMES, use_openvino
-from pipeline.offline import use_offline_environment
+from pipeline.offline import use_offline_environment, without_torch_for_modelscope
 from pipeline.stages.base import PageFailure, Resources, Stage
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ class OcrStage(Stage):
             recycle_after_pages: rebuild the engine after this many pages; None: never.
             gpu_memory_gb: the plan's VRAM budget per actor; caps ONNX Runtime's CUDA arenas.
             runtime: paddle_onnx on CPU only: "onnxruntime" or "openvino" (pipeline.ocr_runtime).
-            precision: OpenVINO inference precision, "f32" or "bf16" (CPUs with AVX-512 BF16/AMX).
+            precision: "f32"; "bf16" with OpenVINO (CPUs with AVX-512 BF16/AMX); "int8" with ONNX
+                Runtime: the recognition model quantised, calibrated on drawn pages (pipeline.ocr_quantize).
             rec_width_step: OpenVINO only: text-line batches are padded to a multiple of this
                 width so its per-shape kernels are reused; None: no padding.
             graph_optimization_level, enable_cpu_mem_arena, execution_mode: ONNX Runtime
@@ -125,8 +128,10 @@ class OcrStage(Stage):
             raise ValueError(f"ocr runtime must be one of {RUNTIMES}, got {runtime!r}")
         if runtime == "openvino" and (backend != "paddle_onnx" or device != "cpu"):
             raise ValueError("ocr runtime openvino runs the paddle_onnx backend on device cpu")
-        if precision not in PRECISIONS or (runtime == "onnxruntime" and precision != "f32"):
-            raise ValueError(f"ocr precision {precision!r}: f32, or bf16 with runtime openvino")
+        if precision not in PRECISIONS or (precision == "bf16" and runtime != "openvino") or (
+                precision == "int8" and (runtime != "onnxruntime" or backend != "paddle_onnx" or device != "cpu")):
+            raise ValueError(f"ocr precision {precision!r}: f32, bf16 with runtime openvino, "
+                             "or int8 with onnxruntime on cpu")
         if rec_width_step is not None and rec_width_step < 1:
             raise ValueError(f"rec_width_step must be >= 1, got {rec_width_step}")
         self.runtime = runtime
@@ -146,6 +151,7 @@ class OcrStage(Stage):
         self._pages_since_build = 0
 
     def _build_engine(self) -> Any:
+        without_torch_for_modelscope()
         from paddleocr import PaddleOCR
 
         common = dict(
@@ -164,6 +170,8 @@ class OcrStage(Stage):
                                **_model_kwargs(dirs), **common)
         else:
             dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
+            if self.precision == "int8":
+                dirs = replace(dirs, rec_model_dir=ensure_int8_rec_dir(dirs))
             # ONNX Runtime on CPU, or on a card through its CUDA provider (pipeline.ocr_onnx);
             # runtime=openvino then swaps the CPU sessions for OpenVINO's (pipeline.ocr_runtime).
             onnx = onnx_engine_kwargs(self.device, self.cpu_threads, self.gpu_memory_gb, **self.session_options)

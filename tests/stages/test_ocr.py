@@ -130,6 +130,8 @@ def test_rejects_bad_config(tmp_path) -> None:
         OcrStage(model_dir=str(tmp_path), runtime="openvino", rec_width_step=0)
     with pytest.raises(ValueError, match="openvino runs the paddle_onnx backend on device cpu"):
         OcrStage(model_dir=str(tmp_path), runtime="openvino", device="gpu:0")
+    with pytest.raises(ValueError, match="int8 with onnxruntime on cpu"):
+        OcrStage(model_dir=str(tmp_path), runtime="openvino", precision="int8")
 
 
 @pytest.mark.slow
