@@ -55,9 +55,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "openvino_bf16_w128": {"runtime": "openvino", "precision": "bf16", "rec_width_step": 128},
     "openvino_bf16_w128_det_736": {"runtime": "openvino", "precision": "bf16", "rec_width_step": 128,
                                    "det_limit_side_len": 736},
+    "openvino_bf16_rec_batch_1": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1},
     "ort_int8_rec": {"precision": "int8"},
-    "ort_int8_rec_batch_8": {"precision": "int8", "rec_batch_size": 8},
-    "ort_int8_rec_det_736": {"precision": "int8", "det_limit_side_len": 736},
+    "ort_int8_rec_batch_1": {"precision": "int8", "rec_batch_size": 1},
+    "ort_int8_rec_batch_1_det_736": {"precision": "int8", "rec_batch_size": 1, "det_limit_side_len": 736},
 }
 
 
