@@ -111,9 +111,9 @@ def test_openvino_is_a_cpu_runtime_of_the_onnx_backend_and_bf16_needs_it() -> No
     with pytest.raises(ValidationError, match="openvino runs the paddle_onnx backend on device cpu"):
         load_config(["ocr=onnx_gpu", "+ocr.runtime=openvino"])
     with pytest.raises(ValidationError, match="bf16 needs runtime openvino"):
-        load_config(["ocr=paddle_onnx", "+ocr.precision=bf16"])
+        load_config(["ocr=paddle_onnx", "ocr.runtime=onnxruntime"])
     with pytest.raises(ValidationError, match="int8 needs runtime onnxruntime"):
-        load_config(["ocr=paddle_onnx_openvino", "ocr.precision=int8"])
+        load_config(["ocr=paddle_onnx", "ocr.precision=int8"])
 
 
 def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:
