@@ -301,8 +301,10 @@ def run_bench(options: BenchOptions, overrides: list[str], results: Path) -> dic
         memory[who] = {"n": n, "four_n": four_n, "four_n_over_n": ratio(four_n, n)}
     ratios = {"pipeline_over_baseline": ratio(pipeline["pages_per_minute"], baseline["pages_per_minute"]),
               "pipeline_over_ocr_only": ratio(pipeline["pages_per_minute"], ocr_only["pages_per_minute"]),
-              "steady_pipeline_over_ocr_only": ratio(pipeline["steady_pages_per_minute"] or 0,
-                                                     ocr_only["steady_pages_per_minute"] or 0)}
+              # None when a run wrote all its pages at one instant (a tiny corpus): no steady rate.
+              "steady_pipeline_over_ocr_only": ratio(pipeline["steady_pages_per_minute"],
+                                                     ocr_only["steady_pages_per_minute"] or 0)
+              if pipeline["steady_pages_per_minute"] is not None else None}
     figures = {
         "pages": options.pages, "cpus": os.cpu_count(),
         "settings": {"ocr_actors": cfg.resources.ocr.actors, "ocr_threads_per_actor": cfg.resources.ocr.threads,
