@@ -162,6 +162,8 @@ class WriterConfig(_Strict):
     pipeline_version_tag: str = "medrec"
     fhir_recorded: str = "1970-01-01T00:00:00Z"
     progress: bool = True
+    # Output part files per table and FHIR type, by patient: new documents rewrite only their patients' parts.
+    patient_shards: int = Field(8, ge=1, le=65536)
 
 
 class RenderConfig(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+import pyarrow as pa
 import ray.data
 
 from pipeline.manifest_source import ManifestDatasource
@@ -22,6 +23,8 @@ from pipeline.stages.extract_llm import LlmExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
 from pipeline.stages.validate import ValidateStage
+from pipeline.store import Fingerprints
+from pipeline.store_writes import commit_ocr_batch, commit_page_batch, read_stored_ocr
 
 
 def staged_ocr_dirs(ocr: OcrConfig) -> OcrModelDirs | None:
@@ -127,3 +130,31 @@ def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
     for factory in stage_factories(cfg):
         dataset = apply_stage(dataset, factory)
     return dataset
+
+
+OCR_STAGES = 2  # render and ocr lead `stage_factories`; their output is stored and reused
+
+
+def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: str | None,
+                      ocr_stored: pa.Table) -> ray.data.Dataset:
+    """The graph of a store run: pages to OCR (render, OCR, committed to the store) and pages
+    whose OCR is stored, then extraction onward, each batch committed by the worker that
+    validated it. Yields one small summary row per committed batch."""
+    factories = stage_factories(cfg)
+    tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus, zero_copy_batch=True)
+    sources = []
+    if to_ocr is not None:
+        dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
+                                           num_cpus=cfg.resources.tasks.cpus)
+        for factory in factories[:OCR_STAGES]:
+            dataset = apply_stage(dataset, factory)
+        # batch_size=None: one commit per block the OCR actor produced, so a kill redoes at most those.
+        sources.append(dataset.map_batches(commit_ocr_batch, fn_kwargs={"output": output, "fp": fp},
+                                           batch_size=None, **tasks))
+    if ocr_stored.num_rows:
+        sources.append(ray.data.from_arrow(ocr_stored).map_batches(
+            read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
+    dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
+    for factory in factories[OCR_STAGES:]:
+        dataset = apply_stage(dataset, factory)
+    return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)
