@@ -25,6 +25,9 @@ class _Strict(BaseModel):
 class OcrConfig(_Strict):
     backend: Literal["paddle_onnx", "paddle"]
     model_dir: str
+    # paddle_onnx: folder of the PP-OCRv6 ONNX files model_dir is built from; None: the rapidocr wheel's.
+    # A site stages a newer model release here; the store then OCRs pages again (its fingerprint changed).
+    source_dir: str | None = None
     det_limit_side_len: int = Field(960, ge=320, le=6000)
     # paddle backend only: paddlepaddle-gpu with official model dirs staged locally.
     device: str = "cpu"  # PaddleOCR device string; under Ray `gpu:0` is the GPU Ray assigned

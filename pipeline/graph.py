@@ -66,6 +66,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
                 resources=tasks),
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
+                source_dir=str(expand(cfg.ocr.source_dir)) if cfg.ocr.source_dir else None,
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
                 rec_batch_size=cfg.ocr.rec_batch_size if cfg.ocr.backend == "paddle" else None,

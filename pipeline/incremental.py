@@ -62,7 +62,8 @@ def ocr_model_files(cfg: MedrecConfig) -> list[Path]:
     from pipeline.graph import staged_ocr_dirs
     from pipeline.ocr_models import ensure_ocr_model_dirs
 
-    dirs = staged_ocr_dirs(cfg.ocr) or ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+    source = expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None
+    dirs = staged_ocr_dirs(cfg.ocr) or ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), source)
     return [p for d in (dirs.det_model_dir, dirs.rec_model_dir) for p in Path(d).iterdir() if p.is_file()]
 
 
@@ -165,7 +166,7 @@ def plan_pages(manifest: pa.Table, ledger: pa.Table, fp: Fingerprints) -> PagePl
         lineage = (row["facility_id"], row["document_id"], row["page_index"])
         if result_key(fp, row) in committed[PAGES]:
             continue
-        extract_work.add(why(last_result.get(lineage), row, fp, PAGES), row["document_id"])
+        extract_work.add(why(last_result.get(lineage) or last_ocr.get(lineage), row, fp, PAGES), row["document_id"])
         key = ocr_key(fp, row["sha256"], row["page_index"])
         location = committed[OCR].get(key)
         if location is None:

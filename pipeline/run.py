@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 import pipeline
 from pipeline.config import MedrecConfig, expand
-from pipeline.incremental import fingerprints, plan_documents, plan_pages, with_input_shas
+from pipeline.incremental import fingerprints, plan_documents, plan_pages, render_status, with_input_shas
 from pipeline.manifest import build_manifest
 from pipeline.manifest_source import conform_manifest
 from pipeline.report import RunReport, write_report
@@ -87,7 +87,7 @@ def prepare_models(cfg: MedrecConfig) -> str:
     record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
-        ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+        ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)
     else:
         require_staged_model_dirs(staged)  # fails here, naming the dirs, not in every actor
     return record["version"]
@@ -110,7 +110,9 @@ def init_ray(cfg: MedrecConfig) -> None:
         # RAY_ADDRESS (e.g. `auto` on a cluster.yaml head) joins a running cluster, whose nodes
         # declared their own CPUs and GPUs; otherwise a local Ray with this node's CPUs.
         joining = bool(os.environ.get("RAY_ADDRESS"))
-        ray.init(num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
+        # address="local": a run without RAY_ADDRESS starts its own Ray, never joins one it happens to find.
+        ray.init(address=None if joining else "local",
+                 num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -305,3 +307,28 @@ def shard_plan(committed: list[dict], fp: Fingerprints, shards: int) -> dict[int
         plan[shard] = (digest("shard", fp.assembly, fp.terminology, *(e["key"] for e in entries)),
                        [e["location"] for e in entries])
     return plan
+
+
+def status(cfg: MedrecConfig) -> str:
+    """`medrec status OUT [input=...]`: what a run would process, per stage, and why; runs nothing."""
+    from terminology_index.build import index_version
+
+    if not cfg.output:
+        raise ValueError("status needs the output folder")
+    output = expand(cfg.output)
+    if cfg.input:
+        source = expand(cfg.input)
+        table = pq.read_table(source) if source.is_file() else build_manifest(source, cfg.facility_id)
+    elif (output / "manifest.parquet").is_file():
+        table = pq.read_table(output / "manifest.parquet")
+    else:
+        raise ValueError(f"{output} has no manifest.parquet from an earlier run: pass input=FOLDER_OR_MANIFEST")
+    manifest = with_input_shas(conform_manifest(table))
+    fp = fingerprints(cfg, index_version(cfg.terminology.sources))
+    ledger = read_ledger(output)
+    pages = plan_pages(manifest, ledger, fp)
+    documents = plan_documents(manifest, ledger, fp)
+    shards = shard_plan(documents.committed, fp, cfg.writer.patient_shards)
+    records = read_shard_records(output)
+    stale = sum(1 for s, (key, _) in shards.items() if records.get(s, {}).get("key") != key)
+    return render_status(pages, documents, stale, len(shards))
