@@ -161,7 +161,11 @@ def _sweep(output: Path, records: dict[int, dict]) -> None:
             path.unlink(missing_ok=True)
     for shard in set(read_shard_records(output)) - set(records):
         shard_record_path(output, shard).unlink(missing_ok=True)
-    for tmp in output.rglob(".tmp-*"):
+    # Where writers put temporary files (not a walk of the whole store: it holds a file per batch).
+    folders = [output, output / "fhir", output / "quarantine.parquet", *(output / "tables").glob("*.parquet"),
+               output / LEDGER, output / LEDGER / "entries", output / LEDGER / "shards",
+               *(output / "store" / stage for stage in ("ocr", "pages", "documents"))]
+    for tmp in (t for folder in folders for t in folder.glob(".tmp-*")):
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
