@@ -13,6 +13,7 @@ Writes JSON and Markdown under benchmarks/results/ and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -84,7 +85,7 @@ def run_bench(pages: int, results: Path, overrides: list[str]) -> dict:
     ensure_index(cfg.terminology.sources, index)  # built before any clock starts
     changed_index = work / "index-changed"
     loinc = _tiny_loinc(work / "Loinc.csv")
-    changed_sources = cfg.terminology.sources.__class__(**{**cfg.terminology.sources.__dict__, "loinc_table": str(loinc)})
+    changed_sources = dataclasses.replace(cfg.terminology.sources, loinc_table=str(loinc))
     ensure_index(changed_sources, changed_index)
 
     scanned = _corpus(work / "scanned", pages, born_digital=False)

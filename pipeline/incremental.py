@@ -233,7 +233,7 @@ def render_status(pages: PagePlan, documents: DocumentPlan, shards_stale: int, s
         lines.append(f"| {name} | {work.total_documents} | {work.total_pages} | {reasons} |")
     reasons = "; ".join(f"{reason}: {len(docs)} docs" for reason, docs in sorted(documents.work.documents.items()))
     lines.append(f"| document rules | {documents.work.total_documents} | | {reasons or 'nothing: all committed'} |")
-    lines.append(f"| tables + FHIR (patient shards) | | | {shards_stale} of {shards_total} shards stale now"
-                 + (f", plus the shards of {documents.work.total_documents} documents above" if documents.work.total_documents else "")
+    lines.append(f"| tables + FHIR (patient shards) | | | {shards_stale} of {shards_total} shards rewritten"
+                 + (" (and any a reprocessed document's patient moves to)" if documents.work.total_documents else "")
                  + " |")
     return "\n".join(lines)

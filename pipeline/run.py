@@ -334,5 +334,9 @@ def status(cfg: MedrecConfig) -> str:
     documents = plan_documents(manifest, ledger, fp)
     shards = shard_plan(documents.committed, fp, cfg.writer.patient_shards)
     records = read_shard_records(output)
-    stale = sum(1 for s, (key, _) in shards.items() if records.get(s, {}).get("key") != key)
-    return render_status(pages, documents, stale, len(shards))
+    stale = {s for s, (key, _) in shards.items() if records.get(s, {}).get("key") != key}
+    # A document processed again leaves the shard its last result went to (it may join another).
+    redone = {(document_id, reason) for reason, ids in documents.work.documents.items() for document_id in ids}
+    previous = {e["document_id"]: e["patient_key"] for e in ledger.to_pylist() if e["stage"] == "documents"}
+    stale |= {shard_of(previous[d], cfg.writer.patient_shards) for d, _ in redone if d in previous}
+    return render_status(pages, documents, len(stale), len(set(shards) | set(records)))
