@@ -220,7 +220,6 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
                 for source, count in row["llm_pages"] or []:
                     totals.llm_pages[source] += count
                 totals.llm_output_tokens += row["llm_output_tokens"]
-            failpoint("driver_pages")
 
         init_ray(cfg)
         _consume(build_store_graph(cfg, str(output), fp, to_ocr, pages.ocr_stored), pages_committed)
