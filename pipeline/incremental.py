@@ -25,11 +25,21 @@ from pipeline.store import DOCUMENTS, OCR, PAGES, Fingerprints, digest, document
 PACKAGE = Path(pipeline.__file__).resolve().parent
 # Code whose change changes OCR output (render, OCR, the check boxes found on the image).
 OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py")
-# Code whose change changes extraction, coding or validation output.
-EXTRACT_CODE = ("stages/classify.py", "stages/extract.py", "stages/extract_llm.py", "stages/code.py",
-                "stages/validate.py", "lexicon.py", "layout.py", "assertion.py", "sig.py", "dates.py", "units.py",
-                "confidence.py", "records.py", "terminology.py", "schemas.py", "tables.py", "llm/*.py", "data/*")
 ASSEMBLY_CODE = ("assemble/*.py",)
+# Code that does not change what a page or document yields: orchestration, the store itself,
+# reports, benchmarks' helpers and the other commands. Everything else in the package counts
+# as extraction code, so a new extraction module is fingerprinted without being listed.
+NOT_RESULT_CODE = ("run.py", "cli.py", "config.py", "graph.py", "ray_adapter.py", "plan.py", "report.py",
+                   "evaluate.py", "manifest.py", "manifest_source.py", "models_check.py", "offline.py", "store.py",
+                   "store_writes.py", "incremental.py", "__init__.py", "synth/*", "review/*", "deid/*")
+
+
+def _extraction_code() -> tuple[str, ...]:
+    """Every package file that is not OCR, assembly or non-result code, relative to the package."""
+    excluded = {p for pattern in OCR_CODE + ASSEMBLY_CODE + NOT_RESULT_CODE for p in PACKAGE.glob(pattern)}
+    return tuple(sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                        if p.is_file() and p.suffix in (".py", ".yaml", ".tsv", ".json") and p not in excluded
+                        and "__pycache__" not in p.parts))
 OCR_ENGINE_PACKAGES = ("paddleocr", "paddlex", "onnxruntime", "pymupdf", "rapidocr", "paddlepaddle-gpu")
 
 
@@ -81,7 +91,7 @@ def fingerprints(cfg: MedrecConfig, terminology_version: str) -> Fingerprints:
     rules_file = Path(expand(rules.rules_path)) if rules.rules_path else PACKAGE / "data" / "validation_rules.yaml"
     # validate.today=null means the run date: it is left out, so re-runs on later days reuse
     # results (pin validate.today where date-relative rules must be re-evaluated).
-    extract_part = digest(pipeline.__version__, sorted(extract.items()), _code_digest(EXTRACT_CODE),
+    extract_part = digest(pipeline.__version__, sorted(extract.items()), _code_digest(_extraction_code()),
                           _files_digest([rules_file]), rules.model_dump_json(), cfg.code.model_dump_json())
     assembly = digest(_code_digest(ASSEMBLY_CODE), cfg.writer.pipeline_version_tag, cfg.writer.fhir_recorded,
                       pipeline.__version__)
