@@ -108,9 +108,9 @@ def init_ray(cfg: MedrecConfig) -> None:
     use_offline_environment()
     if not ray.is_initialized():
         # RAY_ADDRESS (e.g. `auto` on a cluster.yaml head) joins a running cluster, whose nodes
-        # declared their own CPUs and GPUs; otherwise a local Ray with this node's CPUs.
+        # declared their own CPUs and GPUs; otherwise a local Ray of our own with this node's
+        # CPUs (`address="local"`: never another job's cluster that happens to run on this host).
         joining = bool(os.environ.get("RAY_ADDRESS"))
-        # address="local": a run without RAY_ADDRESS starts its own Ray, never joins one it happens to find.
         ray.init(address=None if joining else "local",
                  num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False)
