@@ -229,6 +229,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         to_ocr_path.unlink()
     documents = plan_documents(manifest, read_ledger(output), fp)
     documents_done = documents.work.total_documents
+    documents_started = time.perf_counter()
     if documents.to_finalize:
         init_ray(cfg)
         finalized = ray.data.from_items(documents.to_finalize).map_batches(
@@ -241,6 +242,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
                            "after the run (a page left the graph uncommitted): run again to finish them")
 
     version = f"{cfg.writer.pipeline_version_tag} {pipeline.__version__}"
+    shards_started = time.perf_counter()
     shards = shard_plan(documents.committed, fp, cfg.writer.patient_shards)
     records = {s: r for s, r in read_shard_records(output).items() if s in shards}
     stale = [{"shard": s, "key": key, "documents": locations} for s, (key, locations) in sorted(shards.items())
@@ -293,6 +295,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         "extract_pages": pages.extract.total_pages, "extract_reasons": dict(pages.extract.pages),
         "documents_finalized": documents_done, "shards_written": len(stale),
         "shards": len(records), "wall_seconds": round(time.perf_counter() - started, 2),
+        "seconds": {"setup_and_plan": round(setup_seconds, 2), "pages": round(graph_seconds, 2),
+                    "documents": round(shards_started - documents_started, 2),
+                    "shards": round(time.perf_counter() - shards_started, 2)},
     }, indent=1), output / LEDGER / "last_run.json")
     compact_ledger(output)
     return report
