@@ -41,7 +41,7 @@ from typing import Any
 
 from pipeline.config import load_config
 from pipeline.layout import Row
-from pipeline.lexicon import LexiconExtractor, Lexicons
+from pipeline.lexicon import LexiconExtractor, lexicons_from_index
 from pipeline.records import Entity, OcrLine
 from pipeline.stages.code import CodeStage
 from pipeline.synth.corpus import GOLD_DIR, generate_corpus
@@ -313,8 +313,7 @@ def _one_line_row(line_id: int, text: str) -> Row:
 
 def narrative_extractor(index: TerminologyIndex) -> LexiconExtractor:
     """The lexicon extractor with the index's dictionaries, as the extract stage builds it."""
-    return LexiconExtractor(Lexicons(diagnoses=index.lexicon("diagnosis"), medications=index.lexicon("medication"),
-                                     labs=index.lexicon("lab")))
+    return LexiconExtractor(lexicons_from_index(index))
 
 
 @dataclass

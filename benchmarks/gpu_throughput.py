@@ -93,7 +93,7 @@ def read_nvidia_smi_utilization() -> list[float]:
     return [float(value) for value in out.stdout.split()]
 
 
-def require_gpus() -> list[tuple[str, float]]:
+def require_gpus() -> list[Any]:
     """The node's GPUs, or NoGpuError saying why the benchmark cannot run here."""
     from pipeline.plan import detect_gpus
 
@@ -173,7 +173,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_benchmark(args: argparse.Namespace, gpus: list[tuple[str, float]], work_dir: Path) -> dict[str, Any]:
+def run_benchmark(args: argparse.Namespace, gpus: list[Any], work_dir: Path) -> dict[str, Any]:
     from pipeline.config import load_config
     from pipeline.graph import gpu_plan, stage_factories
     from pipeline.plan import render_plan
@@ -191,7 +191,7 @@ def run_benchmark(args: argparse.Namespace, gpus: list[tuple[str, float]], work_
         report = run_pipeline(cfg)
     return {
         "metadata": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-                     "gpus": ", ".join(f"{name} {memory:g} GiB" for name, memory in gpus), "overrides": overrides[:-2]},
+                     "gpus": ", ".join(f"{gpu.name} {gpu.memory_gb:g} GiB" for gpu in gpus), "overrides": overrides[:-2]},
         "plan": plan_text,
         "pages_in": report.pages_in, "pages_processed": report.pages_processed,
         "pages_quarantined": report.pages_quarantined, "conserved": report.conserved,

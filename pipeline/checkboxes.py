@@ -34,6 +34,8 @@ def _ink_threshold(gray: np.ndarray) -> float:
     weight = np.cumsum(histogram)
     mean = np.cumsum(histogram * levels)
     total_weight, total_mean = weight[-1], mean[-1]
+    if np.count_nonzero(histogram) < 2:
+        return -1.0  # one grey level (a blank sheet, an all-black frame): no ink/paper split, no boxes
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total_mean * weight - mean * total_weight) ** 2 / (weight * (total_weight - weight))
     # A clean two-tone page leaves a plateau of equally good thresholds: take its middle.

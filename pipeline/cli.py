@@ -10,6 +10,10 @@
   medrec plan [resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node] [ocr=paddle_gpu] [extract=vllm]
   medrec models check [ocr=paddle_gpu] [extract=vllm] [ocr.model_dir=DIR]   # exit 1: the configured models are missing
   medrec bench [pages=N] [corpus=DIR_OR_MANIFEST] [scaling=1,2] [output=DIR] [overrides ...]
+  medrec review OUT [OUT ...] [review.port=8765 review.host=127.0.0.1 review.users_file=FILE]
+  medrec apply-review OUT [OUT ...]
+  medrec review-user add NAME reviewer|supervisor|auditor [review.users_file=FILE]   # password on stdin or prompted
+  medrec deidentify OUT to=RESEARCH [key_file=FILE] [deid.dates.mode=year deid.images=redacted ...]   # exit 1: identifiers left
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "status", "demo", "index", "evaluate", "plan", "models", "bench")
+COMMANDS = ("synth", "manifest", "run", "status", "demo", "index", "evaluate", "plan", "models", "bench", "review",
+            "apply-review", "review-user", "deidentify")
 
 
 def _synth(cfg) -> dict:
@@ -53,7 +58,8 @@ def _print_plan(cfg) -> int:
     import os
 
     from pipeline.plan import DEFAULT_LLM_MODEL_FILE, detect_gpus, llm_spec_for, make_plan, plan_for_config
-    from pipeline.plan import OcrDemand, other_pool_cpus, profile_from_detected, render_plan
+    from pipeline.plan import OcrDemand, other_pool_cpus, plannable_gpus, profile_from_detected, render_plan
+    from pipeline.plan import render_refused
 
     llm = llm_spec_for(cfg, fallback=DEFAULT_LLM_MODEL_FILE)
     if cfg.extract.backend != "vllm":
@@ -62,18 +68,38 @@ def _print_plan(cfg) -> int:
     detected = detect_gpus()
     if cfg.resources.gpu is not None:
         if detected:
-            print(f"this node has {len(detected)} GPU(s) ({', '.join(name for name, _ in detected)}); "
+            print(f"this node has {len(detected)} GPU(s) ({', '.join(gpu.name for gpu in detected)}); "
                   "planning the resources profile as asked")
-        print(render_plan(plan_for_config(cfg, llm), "resources profile"))
+        plan = plan_for_config(cfg, llm)
+        print(render_plan(plan, "resources profile"))
+        _print_layout(plan, cfg)
         return 0
     if not detected:
         print("no GPU found on this node (nvidia-smi absent or empty) and the resources profile describes none: "
               "pass resources=gpu_24gb|gpu_48gb|gpu_96gb|gpu_node", file=sys.stderr)
         return 2
+    node = plannable_gpus(detected)
+    if not node.planned:
+        print("no GPU on this node can be planned:\n" + render_refused(node), file=sys.stderr)
+        return 2
     ocr = OcrDemand(gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor, cpus=cfg.resources.ocr.cpus_per_actor)
-    gpu = profile_from_detected(detected, os.cpu_count() or 1)
-    print(render_plan(make_plan(gpu, ocr, llm, other_pool_cpus(cfg)), "GPUs detected by nvidia-smi"))
+    plan = make_plan(profile_from_detected(node, os.cpu_count() or 1), ocr, llm, other_pool_cpus(cfg))
+    print(render_plan(plan, "GPUs detected by nvidia-smi"))
+    if node.refused:
+        print(render_refused(node))
+    _print_layout(plan, cfg)
     return 0
+
+
+def _print_layout(plan, cfg) -> None:
+    """The members per card the placement reserves (pipeline.placement)."""
+    from pipeline.placement import layout_for_plan
+
+    layout = layout_for_plan(plan, llm_cpus=getattr(cfg.extract, "cpus_per_replica", 1.0),
+                             ocr_memory_mb=cfg.resources.ocr.memory_mb)
+    if layout is not None:
+        print("  placement (one Ray bundle per card):")
+        print(layout.render())
 
 
 def _check_models(overrides: list[str]) -> int:
@@ -85,15 +111,19 @@ def _check_models(overrides: list[str]) -> int:
 
     cfg = load_config(overrides)
     statuses, required = [], []
+    onnx_checked: dict = {}  # model_dir -> statuses: onnx_gpu runs the CPU default's files
     for option in sorted(path.stem for path in (CONF_DIR / "ocr").glob("*.yaml")):
         ocr = load_config([*overrides, f"ocr={option}"]).ocr
         staged = staged_ocr_dirs(ocr)
-        if staged is None:
-            checked = check_onnx_dirs(expand(ocr.model_dir), None)
+        if staged is None and expand(ocr.model_dir) in onnx_checked:
+            checked = onnx_checked[expand(ocr.model_dir)]
         else:
-            checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
-                       check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
-        statuses += checked
+            if staged is None:
+                checked = onnx_checked[expand(ocr.model_dir)] = check_onnx_dirs(expand(ocr.model_dir), None)
+            else:
+                checked = [check_paddle_dir(f"ocr {option} det", staged.det_model_name, staged.det_model_dir),
+                           check_paddle_dir(f"ocr {option} rec", staged.rec_model_name, staged.rec_model_dir)]
+            statuses += checked
         if ocr == cfg.ocr:
             required += checked
     extract = cfg.extract.model_dump()
@@ -118,6 +148,75 @@ def _bench(overrides: list[str]) -> int:
     return 0
 
 
+def _review(command: str, args: list[str]) -> int:
+    """`review`, `apply-review` and `review-user`: folders and names are positional, the rest overrides."""
+    from pipeline.config import expand, load_config
+
+    positional = [a for a in args if "=" not in a]
+    cfg = load_config([a for a in args if "=" in a])
+    if command == "review-user":
+        import getpass
+
+        from pipeline.review.users import add_user
+
+        if len(positional) != 3 or positional[0] != "add":
+            print("usage: medrec review-user add NAME reviewer|supervisor|auditor [review.users_file=FILE]", file=sys.stderr)
+            return 2
+        if sys.stdin.isatty():
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("passwords differ", file=sys.stderr)
+                return 2
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        add_user(expand(cfg.review.users_file), positional[1], positional[2], password)
+        print(f"user {positional[1]} ({positional[2]}) -> {expand(cfg.review.users_file)}")
+        return 0
+    if not positional:
+        print(f"usage: medrec {command} OUT [OUT ...]", file=sys.stderr)
+        return 2
+    outputs = [expand(p) for p in positional]
+    if command == "apply-review":
+        from pipeline.review.apply import apply_review
+
+        for output in outputs:
+            print(json.dumps({"output": str(output), **apply_review(output).to_dict()}, indent=1))
+        return 0
+    from pipeline.review.app import serve
+
+    serve(outputs, cfg)
+    return 0
+
+
+def _deidentify_overrides(args: list[str]) -> list[str]:
+    """`OUT to=RESEARCH key_file=KEY` -> `input=OUT output=RESEARCH deid.key_file=KEY`."""
+    renamed = {"to": "output", "key_file": "deid.key_file"}
+    overrides = []
+    for arg in args:
+        if "=" not in arg:
+            overrides.append(f"input={arg}")
+        else:
+            name, value = arg.split("=", 1)
+            overrides.append(f"{renamed.get(name, name)}={value}")
+    return overrides
+
+
+def _deidentify(cfg) -> int:
+    from pipeline.config import expand
+    from pipeline.deid.deidentify import copy_key_guard, deidentify
+    from pipeline.deid.keys import SiteKey
+
+    if not cfg.input or not cfg.output or not cfg.deid.key_file:
+        raise ValueError("deidentify needs OUT to=RESEARCH and key_file=FILE (or MEDREC_DEID_KEY_FILE)")
+    key_file, target = expand(cfg.deid.key_file), expand(cfg.output)
+    copy_key_guard(key_file, target)
+    report = deidentify(expand(cfg.input), target, cfg.deid, SiteKey.from_file(key_file, cfg.deid.pseudonym_chars),
+                        render=cfg.render)
+    print(report.render_markdown())
+    print(f"research copy: {target}")
+    return 0 if report.passed or not cfg.deid.residual.fail and not report.fhir_invalid else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     use_offline_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -138,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _check_models(overrides[1:])
 
+    if command in ("review", "apply-review", "review-user"):
+        return _review(command, overrides)
+
     from pipeline.config import expand, load_config
 
     if command == "bench":
@@ -149,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides[0] = f"output={overrides[0]}"  # `medrec status OUT`
         print(status(load_config([o for o in overrides if o != "--dry-run"])))
         return 0
+    if command == "deidentify":
+        return _deidentify(load_config(_deidentify_overrides(overrides)))
 
     if command == "demo" and not any(o.startswith("output=") for o in overrides):
         overrides.append(f"output=medrec-demo/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -173,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report = run_pipeline(cfg)
         _print_run(report)
-        return 0 if report.conserved else 1
+        return 0 if report.passed else 1  # pages lost, or more failed than faults.max_page_error_rate
     elif command == "demo":
         from pipeline.run import run_pipeline
 
@@ -186,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(cfg.model_copy(update={"input": corpus["records"], "output": str(root / "output")}))
         _print_run(report)
         _print_scores(root / "output", Path(corpus["gold"]))
-        return 0 if report.conserved else 1
+        print("review the doubtful fields in the workbench (add yourself once, then open it):\n"
+              "  medrec review-user add YOUR_NAME supervisor\n"
+              f"  medrec review {root / 'output'}")
+        return 0 if report.passed else 1  # pages lost, or more failed than faults.max_page_error_rate
     elif command == "plan":
         return _print_plan(cfg)
     elif command == "evaluate":

@@ -46,8 +46,8 @@ class OcrConfig(_Strict):
                        if getattr(self, key) is None]
             if missing:
                 raise ValueError(f"ocr backend paddle needs {missing}")
-            if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
-                raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
+        if self.device.startswith("gpu") and self.gpu_memory_gb_per_actor <= 0:
+            raise ValueError("ocr on gpu needs gpu_memory_gb_per_actor > 0 (the plan sizes pools from it)")
         return self
 
 
@@ -174,6 +174,20 @@ class RenderConfig(_Strict):
     max_side_px: int = Field(2600, ge=256, le=20000)
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     min_text_layer_chars: int = Field(40, ge=0)
+    max_image_pixels: int = Field(120_000_000, ge=10_000)  # decompression bombs: larger pages refused undecoded
+
+
+class FaultsConfig(_Strict):
+    """How many failures a run tolerates (olmOCR's `max_page_error_rate` is the model)."""
+
+    # Share of pages the pipeline failed on (internal errors, failed blocks, worker deaths; not
+    # inputs rejected with a reason) above which `medrec run` exits 1: a bug, not bad paper.
+    max_page_error_rate: float = Field(0.01, ge=0, le=1)
+    # Share of a document's pages quarantined (for any reason) above which the whole document is
+    # held back from FHIR, its good pages' entities flagged: a chart with pages missing is not whole.
+    max_document_error_rate: float = Field(0.1, ge=0, le=1)
+    # Deaths alone after which a page that kills its worker (abort, segfault, OOM kill) is quarantined.
+    max_worker_deaths: int = Field(2, ge=1, le=20)
 
 
 class CodeConfig(_Strict):
@@ -197,6 +211,68 @@ class ValidateConfig(_Strict):
         return value
 
 
+class ReviewConfig(_Strict):
+    """`medrec review`: the local workbench over output folders."""
+
+    host: str = "127.0.0.1"  # loopback by default: the queue shows patient pages
+    port: int = Field(8765, ge=1, le=65535)
+    users_file: str = "~/.config/medrec/review-users.yaml"  # names, roles, argon2 hashes (`medrec review-user add`)
+    secret_file: str | None = None  # session signing key; None: beside the users file, created on first start
+    session_hours: float = Field(8.0, gt=0, le=168)  # a signed session cookie older than this is refused
+    page_size: int = Field(50, ge=5, le=500)  # queue rows per screen
+    lines_around: int = Field(4, ge=0, le=40)  # OCR lines shown above and below the field's lines
+    image_cache_pages: int = Field(16, ge=0, le=1024)  # rendered page PNGs kept in memory
+
+
+class DeidDatesConfig(_Strict):
+    mode: Literal["shift", "year"] = "shift"  # shift keeps intervals; year is Safe Harbor's letter
+    max_shift_days: int = Field(365, ge=1, le=3650)
+    shift_year_only_dates: bool = False  # Safe Harbor lets a year stand alone
+
+
+class DeidScrubConfig(_Strict):
+    min_identifier_chars: int = Field(3, ge=1, le=64)  # shorter own identifiers give too many false hits
+    min_score: float = Field(0.4, ge=0, le=1)  # Presidio results below are left in the text
+    harvest_names: bool = True  # names found on a patient's pages join their own terms (the extractor misses some)
+
+
+class DeidResidualConfig(_Strict):
+    min_chars: int = Field(4, ge=1, le=64)
+    fail: bool = True  # an identifier left in the research copy fails the command
+
+
+class DeidConfig(_Strict):
+    """`medrec deidentify`: the research copy (HIPAA Safe Harbor), see pipeline/deid."""
+
+    key_file: str | None = None  # required by deidentify; the secret never enters the config tree
+    pseudonym_chars: int = Field(32, ge=16, le=64)  # hex chars of HMAC-SHA256; 16 = 64 bits against collisions
+    dates: DeidDatesConfig = DeidDatesConfig()
+    reference_date: str | None = None  # ISO date ages are reckoned at; None: today
+    age_cap: int = Field(89, ge=1, le=150)
+    zip_digits: Literal[0, 3] = 3  # 0 drops the ZIP code altogether
+    restricted_zip3: list[str] = Field(default_factory=list)
+    keep_state: bool = True
+    keep_facility: bool = False
+    images: Literal["none", "redacted"] = "none"
+    scrub: DeidScrubConfig = DeidScrubConfig()
+    residual: DeidResidualConfig = DeidResidualConfig()
+
+    @field_validator("reference_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            date.fromisoformat(value)
+        return value
+
+    @field_validator("restricted_zip3")
+    @classmethod
+    def _three_digits(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not (len(v) == 3 and v.isdigit())]
+        if bad:
+            raise ValueError(f"restricted_zip3 holds three-digit strings (quote them in YAML), not {bad}")
+        return value
+
+
 class MedrecConfig(_Strict):
     input: str | None = None
     output: str | None = None
@@ -213,7 +289,12 @@ class MedrecConfig(_Strict):
     writer: WriterConfig
     render: RenderConfig
     code: CodeConfig
+    faults: FaultsConfig = FaultsConfig()
     validate_rules: ValidateConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+
+
+    deid: DeidConfig = DeidConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

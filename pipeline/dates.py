@@ -1,6 +1,7 @@
 """Dates as charts write them -> ISO 8601.
 
-US order (month first) for numeric dates, as the records this reads are US charts; a
+US order (month first) for numeric dates, as the records this reads are US charts, unless
+only day first makes a date ("24.06.2004"); a
 two-digit year takes the century that keeps it from lying in the future (more than
 `future_years` ahead of today: 0 for birth dates).
 """
@@ -40,8 +41,11 @@ def iso_date(text: str, *, today: date | None = None, future_years: int = 10) ->
             continue
         groups = match.groupdict()
         month = int(groups["m"]) if groups.get("m") else _MONTHS[groups["mon"].lower()[:3]]
+        day = int(groups["d"])
+        if month > 12 >= day:  # "24.06.2004": only day first reads as a date
+            month, day = day, month
         try:
-            return date(full_year(groups["y"], today, future_years), month, int(groups["d"])).isoformat()
+            return date(full_year(groups["y"], today, future_years), month, day).isoformat()
         except ValueError:
             return None
     return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, Mapping
 
 import pyarrow as pa
 import ray.data
@@ -13,8 +13,9 @@ from pipeline.config import ExtractConfig, MedrecConfig, OcrConfig, PoolConfig, 
 from pipeline.llm.engines import OpenAIEngine, VllmEngine, require_local_model, vllm_engine_kwargs, vllm_sampling_kwargs
 from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
+from pipeline.placement import GpuLayout, Placement, SlotAssigner, layout_for_plan, reserve
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
-from pipeline.ray_adapter import apply_stage
+from pipeline.ray_adapter import LedgerClient, apply_stage
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
@@ -64,13 +65,13 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
     return [
         partial(RenderStage, dpi=cfg.render.dpi, max_side_px=cfg.render.max_side_px,
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
-                resources=tasks),
+                max_image_pixels=cfg.render.max_image_pixels, resources=tasks),
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
                 source_dir=str(expand(cfg.ocr.source_dir)) if cfg.ocr.source_dir else None,
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
-                rec_batch_size=cfg.ocr.rec_batch_size if cfg.ocr.backend == "paddle" else None,
-                resources=ocr_resources(cfg, gpu_plan(cfg))),
+                rec_batch_size=cfg.ocr.rec_batch_size if cfg.ocr.backend == "paddle" or cfg.ocr.device != "cpu" else None,
+                gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor, resources=ocr_resources(cfg, gpu_plan(cfg))),
         partial(ClassifyStage, resources=pool(res.classify)),
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
         *llm_extract_factories(cfg, coder),
@@ -89,16 +90,17 @@ def llm_extract_factories(cfg: MedrecConfig, coder: Callable[[], Stage]) -> list
     replicas = extract.replicas
     if isinstance(extract, VllmExtractConfig):
         require_local_model(extract.model_path)  # fail on the driver, before any actor starts
-        sizes = vllm_sizes(extract, gpu_plan(cfg))
+        plan = gpu_plan(cfg)
+        sizes = vllm_sizes(extract, plan)
         engine_kwargs = vllm_engine_kwargs(
             str(expand(extract.model_path)), extract.model_name, extract.max_model_len, extract.dtype,
             extract.kv_cache_dtype, sizes["tensor_parallel_size"], sizes["gpu_memory_utilization"],
-            sizes["max_num_seqs"])
+            sizes["max_num_seqs"], placed=plan is not None)
         replicas = sizes["replicas"]
         if replicas is None:
             raise ValueError("extract.replicas is null: run `medrec plan` and pass its engine count")
         engine = partial(VllmEngine, engine_kwargs, vllm_sampling_kwargs(extract.max_output_tokens))
-        gpus = sizes["tensor_parallel_size"] * sizes["gpus_per_worker"]
+        gpus = engine_actor_gpus(sizes["tensor_parallel_size"], sizes["gpus_per_worker"], placed=plan is not None)
     else:
         engine = partial(OpenAIEngine, extract.base_url, extract.model_name, extract.max_output_tokens,
                          timeout_s=extract.timeout_s, max_retries=extract.max_retries, backoff_s=extract.backoff_s,
@@ -108,6 +110,16 @@ def llm_extract_factories(cfg: MedrecConfig, coder: Callable[[], Stage]) -> list
     resources = Resources(num_cpus=extract.cpus_per_replica, num_gpus=gpus, batch_size=extract.batch_size,
                           concurrency=replicas)
     return [coder, partial(LlmExtractStage, engine_factory=engine, merge=merge, resources=resources)]
+
+
+def engine_actor_gpus(tensor_parallel_size: int, gpus_per_worker: float, placed: bool) -> float:
+    """The Ray GPU request of one engine actor. Ray refuses fractions above 1, so a
+    tensor-parallel engine takes whole cards: unplanned, the actor holds them all; placed on
+    the plan's shared cards, the actor holds none and vLLM's Ray workers take the plan's share
+    of one card each (`pipeline.placement`)."""
+    if tensor_parallel_size == 1:
+        return gpus_per_worker
+    return 0.0 if placed else float(tensor_parallel_size)
 
 
 def vllm_sizes(extract: VllmExtractConfig, plan: Plan | None) -> dict:
@@ -123,14 +135,26 @@ def vllm_sizes(extract: VllmExtractConfig, plan: Plan | None) -> dict:
     return sizes
 
 
-def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
-    """The lazy dataset of validated page rows; nothing runs until it is consumed."""
-    # Blocks of one OCR batch let every OCR actor start on its own pages at once.
-    source = ManifestDatasource(manifest_path, rows_per_block=cfg.resources.ocr.batch_size)
-    dataset = ray.data.read_datasource(source, num_cpus=cfg.resources.tasks.cpus)
-    for factory in stage_factories(cfg):
-        dataset = apply_stage(dataset, factory)
-    return dataset
+def _pools_and_ledger(cfg: MedrecConfig) -> tuple[Mapping[str, SlotAssigner], LedgerClient]:
+    """The GPU plan's placed pools (none on a CPU profile) and the run's one attempts ledger
+    (pages that kill workers), which every stage of the graph shares."""
+    placement = place_gpu_pools(cfg)
+    return (placement.assigners if placement is not None else {}), LedgerClient.create(cfg.faults.max_worker_deaths)
+
+
+def gpu_layout(cfg: MedrecConfig) -> GpuLayout | None:
+    """The GPU plan as members per card; None on a CPU profile or when nothing runs on the GPUs."""
+    plan = gpu_plan(cfg)
+    if plan is None:
+        return None
+    return layout_for_plan(plan, llm_cpus=cfg.extract.cpus_per_replica if plan.llm else 1.0,
+                           ocr_memory_mb=cfg.resources.ocr.memory_mb)
+
+
+def place_gpu_pools(cfg: MedrecConfig) -> Placement | None:
+    """Reserve the cards of the GPU plan on the running Ray cluster (one bundle per card)."""
+    layout = gpu_layout(cfg)
+    return reserve(layout) if layout is not None else None
 
 
 OCR_STAGES = 2  # render and ocr lead `stage_factories`; their output is stored and reused
@@ -142,13 +166,14 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     whose OCR is stored, then extraction onward, each batch committed by the worker that
     validated it. Yields one small summary row per committed batch."""
     factories = stage_factories(cfg)
+    placed, ledger = _pools_and_ledger(cfg)
     tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus, zero_copy_batch=True)
     sources = []
     if to_ocr is not None:
         dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
                                            num_cpus=cfg.resources.tasks.cpus)
         for factory in factories[:OCR_STAGES]:
-            dataset = apply_stage(dataset, factory)
+            dataset = apply_stage(dataset, factory, placed, ledger)
         # batch_size=None: one commit per block the OCR actor produced, so a kill redoes at most those.
         sources.append(dataset.map_batches(commit_ocr_batch, fn_kwargs={"output": output, "fp": fp},
                                            batch_size=None, **tasks))
@@ -157,5 +182,5 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
             read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
     dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
     for factory in factories[OCR_STAGES:]:
-        dataset = apply_stage(dataset, factory)
+        dataset = apply_stage(dataset, factory, placed, ledger)
     return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)

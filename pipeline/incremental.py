@@ -24,12 +24,13 @@ from pipeline.store import DOCUMENTS, OCR, PAGES, Fingerprints, digest, document
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
 # Code whose change changes OCR output (render, OCR, the check boxes found on the image).
-OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py")
+OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py", "ocr_onnx.py")
 ASSEMBLY_CODE = ("assemble/*.py",)
 # Code that does not change what a page or document yields: orchestration, the store itself,
 # reports, benchmarks' helpers and the other commands. Everything else in the package counts
 # as extraction code, so a new extraction module is fingerprinted without being listed.
-NOT_RESULT_CODE = ("run.py", "cli.py", "config.py", "graph.py", "ray_adapter.py", "plan.py", "report.py",
+NOT_RESULT_CODE = ("run.py", "cli.py", "config.py", "graph.py", "ray_adapter.py", "attempts.py", "placement.py",
+                   "plan.py", "report.py",
                    "evaluate.py", "manifest.py", "manifest_source.py", "models_check.py", "offline.py", "store.py",
                    "store_writes.py", "incremental.py", "__init__.py", "synth/*", "review/*", "deid/*")
 
@@ -91,8 +92,11 @@ def fingerprints(cfg: MedrecConfig, terminology_version: str) -> Fingerprints:
     rules_file = Path(expand(rules.rules_path)) if rules.rules_path else PACKAGE / "data" / "validation_rules.yaml"
     # validate.today=null means the run date: it is left out, so re-runs on later days reuse
     # results (pin validate.today where date-relative rules must be re-evaluated).
+    # The document error rate decides which documents are held back from FHIR when a document
+    # is finalised: it is part of the documents' keys through this fingerprint.
     extract_part = digest(pipeline.__version__, sorted(extract.items()), _code_digest(_extraction_code()),
-                          _files_digest([rules_file]), rules.model_dump_json(), cfg.code.model_dump_json())
+                          _files_digest([rules_file]), rules.model_dump_json(), cfg.code.model_dump_json(),
+                          cfg.faults.max_document_error_rate)
     assembly = digest(_code_digest(ASSEMBLY_CODE), cfg.writer.pipeline_version_tag, cfg.writer.fhir_recorded,
                       pipeline.__version__)
     return Fingerprints(ocr=ocr_part, extract=extract_part, terminology=terminology_version, assembly=assembly)

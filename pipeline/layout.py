@@ -400,3 +400,66 @@ def join_key_values(row: Row) -> Row:
     if not joined:
         return row
     return Row([joined.get(line.line_id, line) for line in row.lines if line.line_id not in dropped])
+
+
+# Boxed forms: a label above its value ---------------------------------------------------
+
+_LABEL = re.compile(r"^[A-Z][A-Z .#/&()-]{1,40}$")
+
+
+def _is_label_row(row: Row) -> bool:
+    """A row of form labels: two or more capitalised cells without digits ("PATIENT NAME",
+    "DATE OF BIRTH", "SEX"), none a result-table header."""
+    return (len(row.lines) >= 2 and all(_LABEL.match(line.text.strip()) for line in row.lines)
+            and _header_roles(row) is None)
+
+
+def join_stacked_fields(rows: list[Row]) -> list[Row]:
+    """Rows where each label of a form's label row is joined to the value printed under it.
+
+    A boxed form prints "PATIENT NAME | DATE OF BIRTH | SEX" over "HERMAN, THERON | 06/24/2004 |
+    M". A value belongs to the label whose column its left edge falls in (columns begin at each
+    label's left edge); a value line OCR joined across columns is cut at those edges. The pair
+    becomes one line "PATIENT NAME: HERMAN, THERON" spanning both boxes, which the field readers
+    read like any "Key: value".
+    """
+    out: list[Row] = []
+    i = 0
+    while i < len(rows):
+        labels = rows[i]
+        values = rows[i + 1] if i + 1 < len(rows) else None
+        if values is None or not _is_label_row(labels) or _is_label_row(values) or not _below(labels, values):
+            out.append(labels)
+            i += 1
+            continue
+        out.append(Row(_stack(labels, values)))
+        i += 2
+    return out
+
+
+def _below(labels: Row, values: Row) -> bool:
+    pitch = labels.bbox[3] - labels.bbox[1]
+    return 0 <= values.bbox[1] - labels.bbox[3] <= 1.5 * pitch
+
+
+def _stack(labels: Row, values: Row) -> list[OcrLine]:
+    heads = sorted(labels.lines, key=lambda line: line.bbox[0])
+    starts = [line.bbox[0] for line in heads[1:]]
+    char_width = median((line.bbox[2] - line.bbox[0]) / max(len(line.text), 1) for line in heads)
+    pieces: dict[int, list[tuple[str, OcrLine]]] = {}
+    for line in sorted(values.lines, key=lambda line: line.bbox[0]):
+        for column, piece in enumerate(split_line(line, starts, char_width)):
+            if piece:
+                pieces.setdefault(column, []).append((piece, line))
+    stacked = []
+    for column, head in enumerate(heads):
+        found = pieces.get(column)
+        if not found:
+            stacked.append(head)
+            continue
+        parts = [head] + [line for _, line in found]
+        box = union_bbox(parts)
+        stacked.append(OcrLine(head.line_id, f"{head.text.strip()}: {' '.join(text for text, _ in found)}",
+                               min(line.confidence for line in parts),
+                               [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]], box))
+    return stacked

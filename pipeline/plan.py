@@ -12,9 +12,10 @@ first, and `benchmarks/gpu_throughput.py` measures the real one on the node.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -268,25 +269,120 @@ def plan_for_config(cfg: MedrecConfig, llm: LlmModelSpec | None) -> Plan:
     return make_plan(gpu, ocr, llm, other_pool_cpus(cfg))
 
 
-def detect_gpus() -> list[tuple[str, float]]:
-    """(name, GiB) of each GPU nvidia-smi lists on this node; empty without nvidia-smi."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        return []
+# index, name, memory.total (MiB), MIG mode: one line per physical card.
+NVIDIA_SMI_QUERY = ("--query-gpu=index,name,memory.total,mig.mode.current", "--format=csv,noheader,nounits")
+_MIG_LINE = re.compile(r"^\s+MIG\s+(\S+)\s+Device\s+\d+:")
+_GPU_LINE = re.compile(r"^GPU\s+(\d+):")
+
+
+@dataclass(frozen=True)
+class DetectedGpu:
+    """One physical card as nvidia-smi lists it."""
+
+    index: int
+    name: str
+    memory_gb: float  # GiB: memory.total / 1024
+    mig_enabled: bool = False
+    mig_slices: tuple[str, ...] = ()  # MIG profiles of its slices, e.g. ("3g.40gb", "3g.40gb")
+
+
+@dataclass(frozen=True)
+class NodeGpus:
+    """The cards of this node the plan sizes, and the ones it leaves out with the reason."""
+
+    planned: tuple[DetectedGpu, ...]
+    refused: tuple[tuple[DetectedGpu, str], ...]
+
+
+def parse_gpu_query(text: str) -> list[DetectedGpu]:
+    """Cards from `nvidia-smi --query-gpu=index,name,memory.total,mig.mode.current --format=csv,noheader,nounits`."""
     gpus = []
-    for line in out.stdout.strip().splitlines():
-        name, mib = (part.strip() for part in line.rsplit(",", 1))
-        gpus.append((name, round(float(mib) / 1024, 1)))
+    for line in text.strip().splitlines():
+        index, rest = line.split(",", 1)
+        name, mib, mig = (part.strip() for part in rest.rsplit(",", 2))
+        # "[N/A]" on cards without MIG support, "Enabled"/"Disabled" on the others.
+        gpus.append(DetectedGpu(int(index), name.strip(), round(float(mib) / 1024, 1), mig == "Enabled"))
     return gpus
 
 
-def profile_from_detected(gpus: list[tuple[str, float]], cpus: int) -> GpuConfig:
-    """A one-node GPU profile for the cards found here (the smallest card sizes the plan)."""
-    name, memory = min(gpus, key=lambda gpu: gpu[1])
-    return GpuConfig(name=name, memory_gb=memory, per_node=len(gpus), nodes=1, cpus_per_node=cpus)
+def parse_mig_slices(listing: str) -> dict[int, tuple[str, ...]]:
+    """MIG profiles per card index from `nvidia-smi -L` (slices are the indented MIG lines)."""
+    slices: dict[int, list[str]] = {}
+    current = None
+    for line in listing.splitlines():
+        if match := _GPU_LINE.match(line):
+            current = int(match.group(1))
+            slices.setdefault(current, [])
+        elif (match := _MIG_LINE.match(line)) and current is not None:
+            slices[current].append(match.group(1))
+    return {index: tuple(profiles) for index, profiles in slices.items()}
+
+
+def detect_gpus() -> list[DetectedGpu]:
+    """The cards nvidia-smi lists on this node, with their MIG slices; empty without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = subprocess.run(["nvidia-smi", *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=30)
+    if query.returncode != 0 or not query.stdout.strip():
+        return []
+    gpus = parse_gpu_query(query.stdout)
+    if any(gpu.mig_enabled for gpu in gpus):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+        slices = parse_mig_slices(listing.stdout) if listing.returncode == 0 else {}
+        gpus = [replace(gpu, mig_slices=slices.get(gpu.index, ())) for gpu in gpus]
+    return gpus
+
+
+def plannable_gpus(gpus: list[DetectedGpu]) -> NodeGpus:
+    """The cards the plan can size, and why it leaves out the others.
+
+    A card in MIG mode is left out: Ray 2.60 counts GPUs with NVML's device count, so a MIG card
+    is one GPU to Ray, and the actor given it sees one slice at most under CUDA (by index), not
+    the card the plan would size. Of the other cards the largest group of one model is planned
+    (the plan sizes every card of a node alike); Ray gives a node's cards out interchangeably,
+    so a left-out card must be hidden from Ray (CUDA_VISIBLE_DEVICES at `ray start`).
+    """
+    refused: list[tuple[DetectedGpu, str]] = []
+    whole = []
+    for gpu in gpus:
+        if gpu.mig_enabled:
+            slices = (f"{len(gpu.mig_slices)} slice(s): {', '.join(gpu.mig_slices)}" if gpu.mig_slices
+                      else "no slices configured")
+            refused.append((gpu, f"MIG mode ({slices}): Ray counts the card as one GPU and its actor sees one "
+                                 "slice at most, so per-card pools cannot be sized; disable MIG "
+                                 f"(nvidia-smi -i {gpu.index} -mig 0) or start a Ray node per slice with "
+                                 "CUDA_VISIBLE_DEVICES=<MIG UUID>"))
+        else:
+            whole.append(gpu)
+    groups: dict[tuple[str, float], list[DetectedGpu]] = {}
+    for gpu in whole:
+        groups.setdefault((gpu.name, gpu.memory_gb), []).append(gpu)
+    if not groups:
+        return NodeGpus((), tuple(refused))
+    planned = max(groups.values(), key=lambda cards: (len(cards), cards[0].memory_gb))
+    keep = ",".join(str(gpu.index) for gpu in planned)
+    for gpu in whole:
+        if gpu not in planned:
+            refused.append((gpu, f"differs from the {len(planned)} x {planned[0].name} {planned[0].memory_gb:g} GiB "
+                                 "the plan sizes (one card model per node); Ray hands a node's cards out "
+                                 f"interchangeably, so start Ray here with CUDA_VISIBLE_DEVICES={keep} to keep "
+                                 "it out, or give it a node of its own"))
+    return NodeGpus(tuple(planned), tuple(sorted(refused, key=lambda item: item[0].index)))
+
+
+def profile_from_detected(gpus: NodeGpus, cpus: int) -> GpuConfig:
+    """A one-node GPU profile for the cards the plan can size here."""
+    if not gpus.planned:
+        raise ValueError("no card on this node can be planned: " + "; ".join(
+            f"GPU {gpu.index} ({gpu.name}): {why}" for gpu, why in gpus.refused))
+    card = gpus.planned[0]
+    return GpuConfig(name=card.name, memory_gb=card.memory_gb, per_node=len(gpus.planned), nodes=1, cpus_per_node=cpus)
+
+
+def render_refused(gpus: NodeGpus) -> str:
+    """One line per card the plan leaves out, with the reason."""
+    return "\n".join(f"  not planned: GPU {gpu.index} ({gpu.name}, {gpu.memory_gb:g} GiB): {why}"
+                     for gpu, why in gpus.refused)
 
 
 def render_plan(plan: Plan, source: str) -> str:

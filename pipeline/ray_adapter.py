@@ -2,40 +2,149 @@
 
 Stages never import Ray. A stage with `concurrency` set holds a model or an index, so it
 runs as an actor pool (setup once per actor); otherwise it runs as stateless tasks.
+
+Every call goes through `run_isolated`, the block level of fault isolation (the page level
+is `Stage.isolated_pages`): a block that still raises quarantines its pages instead of
+erroring the block (Ray Data's `max_errored_blocks` would end the job at the first one, or,
+raised, drop the block's pages unrecorded), and pages that kill their worker are found
+through the attempts ledger and quarantined, while Ray's own retries restart the worker.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import pyarrow as pa
+import ray
 import ray.data
 
-from pipeline.stages.base import Stage
+from pipeline.attempts import AttemptLedger
+from pipeline.placement import SlotAssigner, enter_slot, open_cards, wait_for_cards
+from pipeline.schemas import page_rows_to_table
+from pipeline.stages.base import BLOCK_FAILED, WORKER_DIED, Stage, mark_failed
+
+log = logging.getLogger(__name__)
+
+# Exit status of a worker the adapter ends on a fatal stage error: Ray restarts it.
+_FATAL_EXIT = 70
+
+
+class LedgerClient:
+    """The run's attempts ledger as the workers see it: a Ray actor every worker can reach."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    @classmethod
+    def create(cls, max_alone_deaths: int) -> "LedgerClient":
+        # Zero CPUs: it must start beside pools that hold every CPU. Restarted if lost (it
+        # then forgets deaths, which costs retries, never pages).
+        actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AttemptLedger)
+        return cls(actor.remote(max_alone_deaths))
+
+    def plan(self, keys: list[str]) -> tuple[list[int], list[list[int]]]:
+        return ray.get(self.handle.plan.remote(keys))
+
+    def start(self, keys: list[str]) -> None:
+        ray.get(self.handle.start.remote(keys))
+
+    def finish(self, keys: list[str]) -> None:
+        # Not awaited: the worker's next call to the ledger is queued behind it (Ray keeps one
+        # caller's actor calls in order); lost to a death right after, it costs one split, no page.
+        self.handle.finish.remote(keys)
+
+    def deaths(self, key: str) -> int:
+        return ray.get(self.handle.deaths.remote(key))
+
+
+def page_key(stage: str, row: dict[str, Any]) -> str:
+    """The ledger key of a page at a stage: ids only, no source path (PHI)."""
+    return f"{stage}|{row['facility_id']}|{row['document_id']}|{row['page_index']}"
+
+
+def run_isolated(stage: Stage, batch: pa.Table, ledger: AttemptLedger | LedgerClient) -> pa.Table:
+    """`stage.process_batch` over a block, in the chunks the ledger plans; no page is lost.
+
+    A chunk that raises (our bug outside the page loop) has its healthy pages quarantined as
+    `block_failed`. A fatal error (the worker is broken) ends this process so Ray restarts it
+    and retries the block; the chunk's pages stay in flight in the ledger, which counts the
+    death and isolates the page that causes it.
+    """
+    rows = batch.select([c for c in ("facility_id", "document_id", "page_index") if c in batch.column_names]).to_pylist()
+    if not rows or "page_index" not in rows[0]:
+        return stage.process_batch(batch)  # no lineage to key on: the stage's column check raises
+    keys = [page_key(stage.name, row) for row in rows]
+    killers, chunks = ledger.plan(keys)  # also starts the first chunk
+    if len(chunks) == 1 and not killers:
+        return _run_chunk(stage, batch, keys, ledger, started=True)
+    out: dict[int, dict[str, Any]] = {}
+    if killers:
+        dead = batch.take(killers).to_pylist()
+        for position, row in zip(killers, dead):
+            log.error("stage %s: %s page %s ended its worker %d times; quarantined", stage.name,
+                      row["document_id"], row["page_index"], ledger.deaths(keys[position]))
+            out[position] = row if row.get("error_stage") else mark_failed(
+                row, stage.name, WORKER_DIED, f"the page ended its {stage.name} worker process every attempt")
+    for number, chunk in enumerate(chunks):
+        done = _run_chunk(stage, batch.take(chunk), [keys[i] for i in chunk], ledger, started=number == 0)
+        out.update(zip(chunk, done.to_pylist()))
+    return page_rows_to_table([out[i] for i in range(len(keys))])
+
+
+def _run_chunk(stage: Stage, chunk: pa.Table, keys: list[str], ledger: AttemptLedger | LedgerClient,
+               started: bool) -> pa.Table:
+    if not started:
+        ledger.start(keys)
+    try:
+        done = stage.process_batch(chunk)
+    except stage.fatal_errors as error:
+        log.error("stage %s: %s; ending the worker so Ray restarts it", stage.name, type(error).__name__)
+        os._exit(_FATAL_EXIT)  # in-flight pages stay in the ledger: the retry counts this death
+    except Exception as error:  # a block that fails as a whole: its pages are quarantined, none dropped
+        log.error("stage %s: block of %d pages failed (%s); quarantining them", stage.name, chunk.num_rows,
+                  type(error).__name__)
+        done = page_rows_to_table([
+            row if row.get("error_stage") else mark_failed(row, stage.name, BLOCK_FAILED, type(error).__name__)
+            for row in chunk.to_pylist()])
+    ledger.finish(keys)
+    return done
 
 
 class _StageActor:
     """The callable class Ray instantiates once per actor: builds the stage and sets it up."""
 
-    def __init__(self, factory: Callable[[], Stage]):
+    def __init__(self, factory: Callable[[], Stage], ledger: LedgerClient):
+        enter_slot()  # a member placed on the GPU plan's cards learns which ones
         self.stage = factory()
+        self.ledger = ledger
         if self.stage.resources.nice:
             os.nice(self.stage.resources.nice)  # before setup: loading models yields to the bottleneck too
+        wait_for_cards()  # an OCR actor on an LLM's card loads after the engine took its memory
         self.stage.setup()
         self.stage._ready = True
+        open_cards()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.stage.process_batch(batch)
+        return run_isolated(self.stage, batch, self.ledger)
 
 
-def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage]) -> pa.Table:
-    return factory().process_batch(batch)
+def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage], ledger: LedgerClient) -> pa.Table:
+    return run_isolated(factory(), batch, ledger)
 
 
-def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage]) -> ray.data.Dataset:
-    """Append one stage to the dataset's plan, sized by the stage's `resources`."""
-    resources = factory().resources
+def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
+                placed: Mapping[str, SlotAssigner] | None = None, ledger: LedgerClient | None = None
+                ) -> ray.data.Dataset:
+    """Append one stage to the dataset's plan, sized by the stage's `resources`; a pool in
+    `placed` (by stage name) puts each member on the card the GPU plan gives it.
+
+    `ledger`: the run's attempts ledger (one per graph); None starts one for this stage.
+    """
+    stage = factory()
+    resources = stage.resources
+    ledger = ledger or LedgerClient.create(max_alone_deaths=2)
     common = dict(
         batch_format="pyarrow",
         batch_size=resources.batch_size,
@@ -44,15 +153,24 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage]) -> ray.
         memory=resources.memory_mb * 1024 * 1024 if resources.memory_mb else None,
         zero_copy_batch=True,
     )
+    assigner = (placed or {}).get(stage.name)
+    if assigner is not None:
+        if resources.concurrency != len(assigner.pool.slots):
+            raise ValueError(f"stage {stage.name}: pool of {resources.concurrency} actors, "
+                             f"but the GPU plan places {len(assigner.pool.slots)}")
+        # Each member's own bundle, GPU share and environment (pipeline.placement says why).
+        common.update(num_cpus=assigner.pool.num_cpus, num_gpus=assigner.pool.num_gpus or None,
+                      ray_remote_args_fn=assigner)
     if resources.concurrency:
         return dataset.map_batches(
             _StageActor,
-            fn_constructor_kwargs={"factory": factory},
+            fn_constructor_kwargs={"factory": factory, "ledger": ledger},
             compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
             # A dead actor (a crashed engine exits its process) is restarted and the batch it
             # held retried: Ray Data's defaults for actor pools, stated so they cannot drift.
+            # The ledger stops the retries of a page that kills its actor every time.
             max_restarts=-1,
             max_task_retries=-1,
             **common,
         )
-    return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory}, **common)
+    return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory, "ledger": ledger}, **common)

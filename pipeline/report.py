@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipeline.stages.base import PIPELINE_FAILURES
 from pipeline.tables import PageTableWriter, StageTiming
 
 
@@ -65,17 +66,33 @@ class RunReport:
     review_queue_fields: int = 0  # rows of tables/review_queue.parquet: flagged fields
     # Per stage: workers, busy seconds, utilisation, pages in/out, first and last output time.
     stages: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    pages_blank: int = 0  # processed pages with no text and no check box
+    # Quarantined pages the pipeline failed on (internal errors, failed blocks, worker deaths),
+    # as opposed to inputs rejected with a reason (corrupt, encrypted, unsupported ...).
+    pages_failed: int = 0
+    max_page_error_rate: float = 1.0
+    documents_held_back: int = 0  # too many pages quarantined: kept out of FHIR, entities flagged
 
     @property
     def conserved(self) -> bool:
         return self.pages_unaccounted == 0 and self.pages_in == self.pages_processed + self.pages_quarantined
+
+    @property
+    def page_error_rate(self) -> float:
+        return self.pages_failed / self.pages_in if self.pages_in else 0.0
+
+    @property
+    def passed(self) -> bool:
+        """What the exit status says: every page accounted for, and failures within the bound."""
+        return self.conserved and self.page_error_rate <= self.max_page_error_rate
 
     @classmethod
     def build(cls, *, pages_in: int, tables: PageTableWriter, entity_counts: dict[str, int], resources: dict[str, int],
               resource_failures: int, skipped: dict[str, int], wall_seconds: float, setup_seconds: float,
               processing_seconds: float, graph_seconds: float,
               first_output_seconds: float | None, pipeline_version: str, terminology_version: str,
-              output: Path, graph_started: float, stage_workers: dict[str, int]) -> "RunReport":
+              output: Path, graph_started: float, stage_workers: dict[str, int],
+              max_page_error_rate: float = 1.0) -> "RunReport":
         quarantine = pq.read_table(output / "quarantine.parquet", columns=["stage", "error_type", "resource_type"])
         reasons = Counter(
             f"{stage}:{error}" for stage, error, resource in zip(*(c.to_pylist() for c in quarantine.columns))
@@ -83,6 +100,7 @@ class RunReport:
         )
         processed = tables.pages.rows
         quarantined = sum(reasons.values())
+        failed = sum(count for reason, count in reasons.items() if reason.split(":", 1)[1] in PIPELINE_FAILURES)
         counts = dict(entity_counts)
         return cls(
             pages_in=pages_in,
@@ -91,7 +109,8 @@ class RunReport:
             pages_unaccounted=pages_in - processed - quarantined,
             documents=len(tables.documents),
             quarantine_by_reason=dict(sorted(reasons.items())),
-            entities_by_kind={k: v for k, v in sorted(counts.items()) if k not in ("requires_review", "flags", "review_queue")},
+            entities_by_kind={k: v for k, v in sorted(counts.items())
+                              if k not in ("requires_review", "flags", "review_queue", "documents_held_back")},
             entities_requiring_review=counts.get("requires_review", 0),
             flags=counts.get("flags", 0),
             resources_by_type=dict(sorted(resources.items())),
@@ -111,6 +130,10 @@ class RunReport:
             llm_output_tokens=tables.llm_output_tokens if tables.llm_pages else None,
             review_queue_fields=counts.get("review_queue", 0),
             stages=stage_figures(tables.stage_timings, graph_started, graph_seconds, stage_workers),
+            pages_blank=tables.blank_pages,
+            pages_failed=failed,
+            max_page_error_rate=max_page_error_rate,
+            documents_held_back=counts.get("documents_held_back", 0),
         )
 
 
@@ -121,7 +144,10 @@ def render_markdown(report: RunReport) -> str:
         f"- pipeline: {report.pipeline_version}; terminology index: {report.terminology_version}",
         f"- pages in {report.pages_in} = processed {report.pages_processed} + quarantined "
         f"{report.pages_quarantined} ({'conserved' if report.conserved else 'NOT CONSERVED: ' + str(report.pages_unaccounted) + ' unaccounted'})",
-        f"- documents {report.documents}; wall {report.wall_seconds}s = set-up {report.setup_seconds}s + "
+        f"- of the processed pages {report.pages_blank} blank; of the quarantined pages {report.pages_failed} failed "
+        f"in the pipeline (error rate {report.page_error_rate:.4f}, limit {report.max_page_error_rate}: "
+        f"{'within' if report.page_error_rate <= report.max_page_error_rate else 'EXCEEDED'}), the rest rejected inputs",
+        f"- documents {report.documents} ({report.documents_held_back} held back: too many pages quarantined); wall {report.wall_seconds}s = set-up {report.setup_seconds}s + "
         f"processing {report.processing_seconds}s (graph {report.graph_seconds}s)",
         f"- {report.pages_per_minute} pages/min over processing; first output {report.first_output_seconds}s "
         "after the graph started",
@@ -165,6 +191,7 @@ def render_stage_table(stages: dict[str, dict[str, float | int | None]]) -> list
 
 
 def write_report(report: RunReport, output: Path) -> None:
-    payload = {**asdict(report), "conserved": report.conserved}
+    payload = {**asdict(report), "conserved": report.conserved, "page_error_rate": round(report.page_error_rate, 6),
+               "passed": report.passed}
     (output / "report.json").write_text(json.dumps(payload, indent=1))
     (output / "report.md").write_text(render_markdown(report))

@@ -131,6 +131,7 @@ class StoreTotals:
     stage_timings: dict[str, StageTiming] = field(default_factory=dict)
     llm_pages: Counter[str] = field(default_factory=Counter)
     llm_output_tokens: int = 0
+    blank_pages: int = 0  # processed pages with no text and no check box
 
 
 def _consume(dataset, batch_rows) -> None:
@@ -182,7 +183,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     whose inputs or fingerprints changed are processed; returns the report written there."""
     import ray.data
 
-    from pipeline.graph import build_store_graph, gpu_plan
+    from pipeline.graph import build_store_graph, gpu_layout, gpu_plan
     from pipeline.plan import render_plan
 
     if not cfg.output:
@@ -192,6 +193,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     plan = gpu_plan(cfg)
     if plan is not None:
         print(render_plan(plan, "resources profile"), flush=True)
+        layout = gpu_layout(cfg)
+        if layout is not None:
+            print("  placement (one Ray bundle per card):\n" + layout.render(), flush=True)
     started = time.perf_counter()
     manifest = load_manifest(cfg, output)
     index_version = prepare_models(cfg)
@@ -234,7 +238,8 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         init_ray(cfg)
         finalized = ray.data.from_items(documents.to_finalize).map_batches(
             finalize_documents, batch_size=cfg.resources.tasks.batch_size,
-            fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules}, **tasks)
+            fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
+                       "max_document_error_rate": cfg.faults.max_document_error_rate}, **tasks)
         _consume(finalized, lambda rows: failpoint("driver_documents"))
         documents = plan_documents(manifest, read_ledger(output), fp)
     if documents.to_finalize or documents.waiting:
@@ -255,7 +260,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         written = ray.data.from_items(stale).map_batches(
             write_shard, batch_size=1, fn_kwargs={"output": str(output), "pipeline_version": version,
                                                   "terminology_version": index_version,
-                                                  "recorded": cfg.writer.fhir_recorded}, **tasks)
+                                                  "recorded": cfg.writer.fhir_recorded,
+                                                  "max_document_error_rate": cfg.faults.max_document_error_rate},
+            **tasks)
 
         def shards_written(rows: list[dict]) -> None:
             for row in rows:
@@ -281,6 +288,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         entity_counts.update(record["entity_counts"])
         entity_counts.update({"flags": record["flags"], "review_queue": record["review_queue"]})
     totals.pages.rows = sum(r["pages_ok"] for r in records.values())
+    totals.blank_pages = sum(r.get("pages_blank", 0) for r in records.values())
     totals.documents = [e["key"] for e in documents.committed]
     report = RunReport.build(
         pages_in=pages.pages_in, tables=totals, entity_counts=dict(entity_counts), resources=dict(resources),
@@ -288,7 +296,8 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         wall_seconds=time.perf_counter() - started, setup_seconds=setup_seconds,
         processing_seconds=time.perf_counter() - processing_started, graph_seconds=graph_seconds,
         first_output_seconds=progress.first_output_s, pipeline_version=version, terminology_version=index_version,
-        output=output, graph_started=graph_started, stage_workers=stage_pool_sizes(cfg))
+        output=output, graph_started=graph_started, stage_workers=stage_pool_sizes(cfg),
+        max_page_error_rate=cfg.faults.max_page_error_rate)
     write_report(report, output)
     write_text_atomic(json.dumps({
         "pages_in": pages.pages_in, "ocr_pages": pages.ocr.total_pages, "ocr_reasons": dict(pages.ocr.pages),

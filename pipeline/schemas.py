@@ -119,6 +119,7 @@ PAGE_SCHEMA = pa.schema(
         pa.field("dpi", pa.int32()),
         pa.field("text_source", pa.string()),  # "text_layer" | "ocr"
         pa.field("lines", pa.list_(LINE_TYPE)),
+        pa.field("text", pa.string()),  # the page's text in reading order, a row per line (extract stage)
         pa.field("checkboxes", pa.list_(CHECKBOX_TYPE)),
         pa.field("document_type_predicted", pa.string()),
         pa.field("document_type_confidence", pa.float32()),
@@ -172,6 +173,51 @@ REVIEW_QUEUE_SCHEMA = pa.schema(
         pa.field("confidence", pa.float32()),
         pa.field("reason", pa.string()),
         pa.field("priority", pa.float32()),
+    ]
+)
+
+# The review workbench's append-only decisions (`OUT/review/decisions.jsonl`), one row per
+# reviewer action on a queue item; later rows never overwrite earlier ones (an undo is a row).
+DECISION_SCHEMA = pa.schema(
+    [
+        pa.field("decision_id", pa.string(), nullable=False),
+        pa.field("decided_at", pa.string(), nullable=False),  # ISO 8601 UTC
+        pa.field("reviewer", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("page_index", pa.int32()),
+        pa.field("entity_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("action", pa.string(), nullable=False),  # accept | correct | reject | skip | assign | undo
+        pa.field("value_before", pa.string()),
+        pa.field("value_after", pa.string()),
+        pa.field("code_system_before", pa.string()),
+        pa.field("code_before", pa.string()),
+        pa.field("code_system_after", pa.string()),
+        pa.field("code_after", pa.string()),
+        pa.field("code_display_after", pa.string()),
+        pa.field("assignee", pa.string()),  # assign: the reviewer the item goes to
+        pa.field("undoes", pa.string()),  # undo: the decision_id it cancels
+    ]
+)
+
+# Who looked at or changed what (`OUT/review/audit.jsonl`): append-only, each row chained to
+# the one before by hash so an edited or deleted row shows.
+AUDIT_SCHEMA = pa.schema(
+    [
+        pa.field("at", pa.string(), nullable=False),
+        pa.field("user", pa.string(), nullable=False),
+        pa.field("role", pa.string()),
+        pa.field("action", pa.string(), nullable=False),  # login | view_item | view_page | decide | ...
+        pa.field("facility_id", pa.string()),
+        pa.field("document_id", pa.string()),
+        pa.field("page_index", pa.int32()),
+        pa.field("item_id", pa.string()),
+        pa.field("detail", pa.string()),  # ids and action names only, never record text
+        pa.field("prev", pa.string(), nullable=False),  # sha256 of the previous row's line
     ]
 )
 

@@ -45,11 +45,14 @@ from pipeline.store import (
 )
 from pipeline.tables import (
     ASSEMBLY_INPUT_SCHEMA,
+    DOCUMENT_HELD_BACK,
     DocumentSummary,
     StageTiming,
     assembly_row,
     document_findings_of,
     finish_entity_row,
+    is_blank,
+    is_held_back,
 )
 
 # Page rows as stored: the page schema without the image (never kept) plus the row's key.
@@ -162,8 +165,10 @@ def merge_timing(into: dict[str, StageTiming], summary: dict[str, Any]) -> None:
     timing.last_ended = max(timing.last_ended, summary["last_ended"])
 
 
-def _document_tables(pages: list[dict[str, Any]], rules: RuleEngine) -> tuple[DocumentSummary, dict[str, pa.Table]]:
-    """One document's validated pages (page order) -> its summary and tables, document rules applied."""
+def _document_tables(pages: list[dict[str, Any]], rules: RuleEngine, max_document_error_rate: float | None
+                     ) -> tuple[DocumentSummary, dict[str, pa.Table]]:
+    """One document's validated pages (page order) -> its summary and tables, document rules
+    applied; a held-back document's entities carry the hold (assembly leaves them out)."""
     summary = DocumentSummary.for_row(pages[0])
     page_rows, staged, quarantine = [], [], []
     for row in pages:
@@ -173,9 +178,10 @@ def _document_tables(pages: list[dict[str, Any]], rules: RuleEngine) -> tuple[Do
         quarantine += [failure] if failure else []
     document_id = pages[0]["document_id"]
     findings = document_findings_of({(pages[0]["facility_id"], document_id): summary}, rules)
+    held = is_held_back(summary.pages_ok, summary.pages_failed, max_document_error_rate)
     entity_rows, flag_rows, queue_rows = [], [], []
     for row in staged:
-        flags, queue = finish_entity_row(row, summary, findings, rules)
+        flags, queue = finish_entity_row(row, summary, findings, rules, held)
         entity_rows.append(assembly_row(row, summary))
         flag_rows += flags
         queue_rows += queue
@@ -184,7 +190,8 @@ def _document_tables(pages: list[dict[str, Any]], rules: RuleEngine) -> tuple[Do
     return summary, {name: pa.Table.from_pylist(rows, schema=DOCUMENT_TABLES[name]) for name, rows in tables.items()}
 
 
-def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate: ValidateConfig) -> pa.Table:
+def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate: ValidateConfig,
+                       max_document_error_rate: float | None) -> pa.Table:
     """Documents whose pages all have results -> each document's tables committed as one folder."""
     out = Path(output)
     rules = RuleEngine.from_config(validate)
@@ -200,7 +207,7 @@ def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate:
             row.update({name: document[name] for name in LINEAGE})
             pages.append(row)
         pages.sort(key=lambda r: r["page_index"])
-        summary, tables = _document_tables(pages, rules)
+        summary, tables = _document_tables(pages, rules, max_document_error_rate)
         location = f"{STORE}/{DOCUMENTS}/{document['document_key']}"
         commit_directory(tables, out / location)
         patient_key = summary.patient_key(document["document_id"])
@@ -217,7 +224,7 @@ def _part(shard: int) -> str:
 
 
 def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology_version: str,
-                recorded: str) -> pa.Table:
+                recorded: str, max_document_error_rate: float | None) -> pa.Table:
     """One patient shard: its documents' tables and FHIR resources rewritten as part files.
 
     Every file is renamed into place; the shard's record (files, counts) is written last, so a
@@ -227,9 +234,12 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
     for shard in batch.to_pylist():
         part = _part(shard["shard"])
         tables: dict[str, list[pa.Table]] = defaultdict(list)
+        held_back = 0
         for location in shard["documents"]:
             for name, schema in DOCUMENT_TABLES.items():
                 tables[name].append(pq.read_table(out / location / name, schema=schema))
+            held_back += is_held_back(tables["pages.parquet"][-1].num_rows, tables["quarantine.parquet"][-1].num_rows,
+                                      max_document_error_rate)
         merged = {name: pa.concat_tables(parts) if parts else DOCUMENT_TABLES[name].empty_table()
                   for name, parts in tables.items()}
         counts: Counter[str] = Counter()
@@ -248,6 +258,9 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
         failures, skipped = [], Counter()
         entity_counts: Counter[str] = Counter(entities.column("kind").to_pylist())
         entity_counts["requires_review"] = sum(bool(v) for v in entities.column("requires_review").to_pylist())
+        entity_counts["documents_held_back"] = held_back
+        entities = entities.filter(pa.array([DOCUMENT_HELD_BACK not in (flags or [])
+                                             for flags in entities.column("flags").to_pylist()], pa.bool_()))
         patients = sorted(set(entities.column("patient_key").to_pylist()))
         for patient in patients:
             group = entities.filter(pa.compute.equal(entities.column("patient_key"), patient))
@@ -280,7 +293,10 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
                   "files": files, "resources": {f["type"]: f["count"] for f in files},
                   "resource_failures": len(failures), "skipped": dict(skipped), "entity_counts": dict(entity_counts),
                   "flags": counts["flags"], "review_queue": counts["review_queue"],
-                  "pages_ok": counts["pages"], "pages_failed": pages_failed, "written_at": time.time()}
+                  "pages_ok": counts["pages"], "pages_failed": pages_failed,
+                  "pages_blank": sum(is_blank(page) for page in
+                                     merged["pages.parquet"].select(["lines", "checkboxes"]).to_pylist()),
+                  "written_at": time.time()}
         write_text_atomic(json.dumps(record, indent=1), shard_record_path(out, shard["shard"]))
         results.append({"shard": shard["shard"], "record": json.dumps(record)})
     return pa.Table.from_pylist(results, schema=SHARD_SUMMARY)

@@ -99,6 +99,11 @@ class DocumentSummary:
         return f"{self.facility_id}|mrn:{mrn}" if mrn else f"{self.facility_id}|doc:{document_id}"
 
 
+def is_blank(page: dict[str, Any]) -> bool:
+    """A processed page with no text and no check box (the back of a sheet)."""
+    return not page.get("lines") and not page.get("checkboxes")
+
+
 @dataclass
 class StageTiming:
     """One stage's work, summed from the timing entries of the rows that leave the graph.
@@ -156,6 +161,7 @@ class PageTableWriter:
         self.llm_pages: Counter[str] = Counter()
         self.llm_output_tokens = 0
         self.stage_timings: dict[str, StageTiming] = {}
+        self.blank_pages = 0  # processed pages with no text and no check box (the backs of sheets)
 
     def write_batch(self, batch: pa.Table) -> tuple[int, int]:
         """Write one batch; returns (pages ok, pages quarantined)."""
@@ -166,6 +172,7 @@ class PageTableWriter:
             for timing in row.get("timings") or []:
                 self.stage_timings.setdefault(timing["stage"], StageTiming()).add(
                     timing, failed_here=row.get("error_stage") == timing["stage"])
+            self.blank_pages += int(not row.get("error_stage") and is_blank(row))
             if row.get("extract_source") and not row.get("error_stage"):
                 self.llm_pages[row["extract_source"]] += 1
                 self.llm_output_tokens += row.get("llm_output_tokens") or 0
@@ -202,16 +209,37 @@ def document_findings_of(documents: dict[tuple[str, str], DocumentSummary], rule
     return found
 
 
+# Flag on every entity of a document held back from FHIR: too many of its pages were quarantined.
+DOCUMENT_HELD_BACK = "document_held_back"
+
+
+def is_held_back(pages_ok: int, pages_failed: int, max_error_rate: float | None) -> bool:
+    """A document with good pages whose share of quarantined pages exceeds `max_error_rate`
+    (None: hold none back). A document with no good page is in quarantine already."""
+    return max_error_rate is not None and bool(pages_ok) and pages_failed / (pages_ok + pages_failed) > max_error_rate
+
+
+def held_back_documents(documents: dict[tuple[str, str], DocumentSummary],
+                        max_error_rate: float | None) -> set[tuple[str, str]]:
+    return {key for key, d in documents.items() if is_held_back(d.pages_ok, d.pages_failed, max_error_rate)}
+
+
 def finish_entity_row(row: dict[str, Any], document: DocumentSummary,
-                      document_findings: dict[tuple[str, str, str], list[Finding]], rules: RuleEngine | None
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Complete one staged entity row in place (whole-document rule flags, patient key);
-    returns its flags-table rows and review-queue rows."""
+                      document_findings: dict[tuple[str, str, str], list[Finding]], rules: RuleEngine | None,
+                      held: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Complete one staged entity row in place (whole-document rule flags, patient key, the
+    hold of a held-back document); returns its flags-table rows and review-queue rows."""
     queue_rows = []
+    if held:
+        row["flags"] = sorted(set(row["flags"] or []) | {DOCUMENT_HELD_BACK})
+        row["requires_review"] = True
     if rules is not None:
         entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
         key = (row["facility_id"], row["document_id"], entity.entity_id)
         apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
+        if held:  # apply_findings recomputes the flags: the hold stays among them
+            entity.flags = sorted(set(entity.flags) | {DOCUMENT_HELD_BACK})
+            entity.requires_review = True
         row.update(entity.to_row())
         lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
                    "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],
@@ -231,15 +259,18 @@ def assembly_row(row: dict[str, Any], document: DocumentSummary) -> dict[str, An
 
 
 def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary],
-                         rules: RuleEngine | None = None) -> tuple[Path, dict[str, int]]:
+                         rules: RuleEngine | None = None,
+                         max_document_error_rate: float | None = None) -> tuple[Path, dict[str, int]]:
     """Staged entities -> `entities.parquet` (with patient keys and whole-document rule flags),
     `flags.parquet`, `review_queue.parquet` and the assembly input; streamed batch by batch.
-    Returns the assembly input path and counts."""
+    A document held back (too many pages quarantined) keeps its entities, flagged for review,
+    out of the assembly input. Returns the assembly input path and counts."""
     staged = tables_dir / "_entities_staged.parquet"
     entities = _Writer(tables_dir / "entities.parquet", ENTITIES_TABLE_SCHEMA)
     flags = _Writer(tables_dir / "flags.parquet", FLAGS_TABLE_SCHEMA)
     review = _Writer(tables_dir / "review_queue.parquet", REVIEW_QUEUE_SCHEMA)
     document_findings = document_findings_of(documents, rules)
+    held_back = held_back_documents(documents, max_document_error_rate)
     assembly_path = tables_dir / "_assembly_input.parquet"
     assembly = _Writer(assembly_path, ASSEMBLY_INPUT_SCHEMA)
     counts: Counter[str] = Counter()
@@ -247,13 +278,15 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
         entity_rows, flag_rows, assembly_rows, queue_rows = [], [], [], []
         for row in batch.to_pylist():
             document = documents[(row["facility_id"], row["document_id"])]
-            flag_rows_of, queue_rows_of = finish_entity_row(row, document, document_findings, rules)
+            held = (row["facility_id"], row["document_id"]) in held_back
+            flag_rows_of, queue_rows_of = finish_entity_row(row, document, document_findings, rules, held)
             entity_rows.append(row)
             counts[f"{row['kind']}"] += 1
             counts["requires_review"] += int(bool(row["requires_review"]))
             flag_rows += flag_rows_of
             queue_rows += queue_rows_of
-            assembly_rows.append(assembly_row(row, document))
+            if not held:
+                assembly_rows.append(assembly_row(row, document))
         entities.write(entity_rows)
         flags.write(flag_rows)
         review.write(sorted(queue_rows, key=lambda r: -r["priority"]))
@@ -266,4 +299,5 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
         pq.write_table(queue.sort_by([("priority", "descending"), ("entity_id", "ascending")]), review.path)
     counts["flags"] = flags.rows
     counts["review_queue"] = review.rows
+    counts["documents_held_back"] = len(held_back)
     return assembly_path, dict(counts)

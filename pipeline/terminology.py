@@ -11,10 +11,14 @@ import json
 import re
 from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from pipeline.records import CodeCandidate
+from pipeline.spotter import SpottedConcept, core_words
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE, VECTORS_TABLE
 
@@ -34,6 +38,7 @@ _OCR_FOLD = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "5": "s"})
 _CODE_LIKE = re.compile(r"^[A-Za-z0-9|][0-9OoIl|]{2}(?:\.[0-9A-Za-z]{1,4})?$")
 _LATERALITY = ("bilateral", "left", "right")
 _ANSWER_CACHE_SIZE = 100_000
+_COMPONENT_FACTOR = 0.8  # a LOINC component matched alone: below any full name, above full-text noise
 # How ICD-10-CM words the code to pick when the text gives no more detail, best first.
 _DEFAULT_LEAF_WORDS = ("without complications", ", unspecified", "unspecified", "without")
 # A UCUM unit says which LOINC property a lab result has.
@@ -43,6 +48,8 @@ LOINC_PROPERTY_BY_UNIT = {
     "U/L": "Enzymatic activity/volume", "[IU]/L": "Enzymatic activity/volume",
     "10*3/uL": "#/volume", "10*6/uL": "#/volume",
 }
+# Words of a classification display that say no more than the text ("Cough, unspecified").
+_QUALIFIER_WORDS = {"unspecified", "other", "specified", "nos", "nec", "elsewhere", "classified", "not"}
 _STOPWORDS = {"of", "the", "and", "with", "without", "in", "to", "a", "an", "or", "by", "for", "on"}
 
 
@@ -204,7 +211,9 @@ class TerminologyIndex:
         exact = [c for c in self._exact.get((index_kind, normalise_term(text)), []) if c.system in systems]
         for concept in exact:
             score = 1.0 if concept.billable else 0.9
-            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, score,
+            if concept.term_type == "component":  # an analyte alone names many codes: the plainest first
+                score = score * _COMPONENT_FACTOR - 0.001 * len(concept.display.split())
+            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             f"exact:{concept.term_type}"))
         if not exact:
             for concept in self._folded.get((index_kind, ocr_folded(text)), []):
@@ -214,13 +223,36 @@ class TerminologyIndex:
                                                     "ocr-tolerant"))
         # An exact billable match is the answer; full-text search (most of the lookup time)
         # only runs when there is none.
-        if not any(c.billable for c in exact):
+        if not any(c.billable and c.term_type != "component" for c in exact):
             self._full_text(found, index_kind, systems, text, k)
             self._semantic(found, index_kind, systems, text, k)
         if ICD10CM in systems:
             self._add_default_leaves(found, text)
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
         return ranked[:k]
+
+    def with_spotted(self, candidates: list[CodeCandidate], spotted: list[CodeCandidate], text: str,
+                     k: int = 5) -> list[CodeCandidate]:
+        """Lookup candidates merged with the concepts the spotter found the text to name.
+
+        Among a spotted term's concepts the one whose display adds fewest words to the text
+        ranks first ("Fracture of unspecified femur" before "... of shaft of ..."), and a
+        header brings its default billable leaf."""
+        found: dict[str, CodeCandidate] = {}
+        for candidate in candidates:
+            self._keep(found, candidate)
+        wanted = _tokens(text)
+        for candidate in spotted:
+            extra = len(_tokens(candidate.display) - wanted - _QUALIFIER_WORDS)
+            score = candidate.score * (1.0 if self._billable(candidate) else 0.9) - 0.002 * extra
+            self._keep(found, replace(candidate, score=round(score, 4)))
+        if any(c.system == ICD10CM for c in spotted):
+            self._add_default_leaves(found, text)
+        return sorted(found.values(), key=lambda c: (-c.score, c.code))[:k]
+
+    def _billable(self, candidate: CodeCandidate) -> bool:
+        concept = self._by_code.get((candidate.system, candidate.code))
+        return concept is not None and concept.billable
 
     def _add_default_leaves(self, found: dict[str, CodeCandidate], text: str) -> None:
         """A header matched: add the billable code a coder would pick from under it."""
@@ -264,7 +296,11 @@ class TerminologyIndex:
             # "Pruritus, unspecified" over "Anogenital pruritus, unspecified" for "pruritus".
             return len(_tokens(concept.display) - wanted - {"unspecified"})
 
-        return min(leaves, key=lambda c: (default_rank(c), extra_words(c), len(c.code), c.code))
+        def later_encounter(concept: IndexedConcept) -> bool:
+            # Seventh character A (initial encounter) is the default: the others need the text to say so.
+            return len(concept.code) == 8 and not concept.code.endswith("A")
+
+        return min(leaves, key=lambda c: (later_encounter(c), default_rank(c), extra_words(c), len(c.code), c.code))
 
     def prefer_lab_property(self, candidates: list[CodeCandidate], analyte: str, unit: str | None,
                             k: int = 5) -> list[CodeCandidate]:
@@ -372,6 +408,22 @@ class TerminologyIndex:
                 if concept is not None:
                     return concept, keep_second
         return None
+
+    def spotter_terms(self, kind: str) -> Iterator[tuple[str, SpottedConcept]]:
+        """Every term of one index kind with the concept it names: what a `TermSpotter` is built from.
+
+        Left out of ICD-10-CM: seventh-character codes other than the initial encounter
+        ("A"; text names the injury, the initial-encounter code stands for it); external causes
+        (V00-Y99: "activity", "fall" say too little of what happened to code it); and one-word
+        terms of factors influencing health status (Z: "arrest" is a legal problem there)."""
+        columns = self._table.to_arrow().filter(pc.equal(pc.field("kind"), kind)).select(
+            ["system", "code", "display", "term", "billable"]).to_pydict()
+        for system, code, display, term, billable in zip(columns["system"], columns["code"], columns["display"],
+                                                         columns["term"], columns["billable"]):
+            if system == ICD10CM and ((len(code) == 8 and not code.endswith("A")) or code[0] in "VWXY"
+                                      or (code[0] == "Z" and len(core_words(term)[0]) < 2)):
+                continue
+            yield term, SpottedConcept(system, code, display, billable, 0.0)
 
     def lexicon(self, kind: str) -> set[str]:
         """Every normalised term of one index kind: the dictionary the lexicon extractor spots."""

@@ -19,6 +19,8 @@ _UCUM_CODES = {
     "10*9/l": "10*9/L", "x10^9/l": "10*9/L",
     "10*6/ul": "10*6/uL", "m/ul": "10*6/uL", "x10^6/ul": "10*6/uL", "fl": "fL", "pg": "pg", "s": "s", "sec": "s",
     "ml/min/1.73m2": "mL/min/{1.73_m2}", "ml/min": "mL/min",
+    "{score}": "{score}", "/10": "{score}",  # instrument scores (pain 0-10, PHQ-2 ...): UCUM annotation
+    "mg/ml": "mg/mL", "unit/ml": "[iU]/mL", "units/ml": "[iU]/mL", "mg/actuat": "mg/{actuat}",
 }
 
 _KNOWN_CODES = frozenset(_UCUM_CODES.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS
 
@@ -124,8 +126,9 @@ def _unique(concepts: Iterable[Concept]) -> Iterator[Concept]:
             yield concept
 
 
-def build_index(sources: IndexSources, output: Path) -> dict:
-    """Build the index at `output` (a LanceDB folder) and return its release record."""
+def build_index(sources: IndexSources, output: Path, previous: Path | None = None) -> dict:
+    """Build the index at `output` (a LanceDB folder) and return its release record; the
+    vectors of terms an earlier index at `previous` holds are reused, not recomputed."""
     started = time.perf_counter()
     concepts: list[Concept] = []
     releases = []
@@ -146,7 +149,7 @@ def build_index(sources: IndexSources, output: Path) -> dict:
     db = lancedb.connect(str(output))
     concepts_table = db.create_table(CONCEPTS_TABLE, table, mode="overwrite")
     concepts_table.create_index("term", config=FTS(with_position=False), replace=True)
-    embedded = _write_vectors(db, unique, sources.embed_kinds)
+    embedded = _write_vectors(db, unique, sources.embed_kinds, previous)
     record = {
         "version": index_version(sources),
         "built_seconds": round(time.perf_counter() - started, 2),
@@ -161,8 +164,24 @@ def build_index(sources: IndexSources, output: Path) -> dict:
     return record
 
 
-def _write_vectors(db, concepts: list[Concept], kinds: tuple[str, ...]) -> int:
-    """Embed the billable terms of `kinds` into their own table; returns how many.
+def _previous_vectors(previous: Path | None) -> dict[str, np.ndarray]:
+    """Term -> vector from an earlier build by the same model: a new release or starter row
+    re-embeds only its new terms (embedding is most of a build's time)."""
+    if previous is None or not (previous / RELEASES_FILE).is_file():
+        return {}
+    if json.loads((previous / RELEASES_FILE).read_text()).get("embedding_model") != EMBEDDING_MODEL:
+        return {}
+    db = lancedb.connect(str(previous))
+    if VECTORS_TABLE not in db.table_names():
+        return {}
+    table = db.open_table(VECTORS_TABLE).to_arrow().select(["term", "vector"])
+    vectors = table.column("vector").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+    return dict(zip(table.column("term").to_pylist(), vectors))
+
+
+def _write_vectors(db, concepts: list[Concept], kinds: tuple[str, ...], previous: Path | None = None) -> int:
+    """Embed the billable terms of `kinds` into their own table (reusing `previous` index's
+    vectors for terms it has); returns how many.
 
     Codes that take a seventh character are left out: their base is not billable and the
     expansions only repeat it with the encounter type.
@@ -173,7 +192,10 @@ def _write_vectors(db, concepts: list[Concept], kinds: tuple[str, ...]) -> int:
         return 0
     from terminology_index.embeddings import DIMENSIONS, embed
 
-    vectors = embed([c.term for c in chosen])
+    known = _previous_vectors(previous)
+    missing = sorted({c.term for c in chosen} - known.keys())
+    known.update(zip(missing, embed(missing)))
+    vectors = np.stack([known[c.term] for c in chosen])
     table = pa.table({
         "system": [c.system for c in chosen],
         "code": [c.code for c in chosen],
@@ -193,4 +215,17 @@ def ensure_index(sources: IndexSources, output: Path) -> dict:
         record = json.loads(record_path.read_text())
         if record.get("version") == wanted:
             return record
-    return build_index(sources, output)
+    # Build beside the index and swap it in: a reader (another run, another node on a shared
+    # folder) never opens a half-written index, and two builders never write into one folder.
+    staging = output.parent / f".{output.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    record = build_index(sources, staging, previous=output if output.exists() else None)
+    retired = output.parent / f".{output.name}.retired-{os.getpid()}"
+    if output.exists():
+        output.rename(retired)
+    try:
+        staging.rename(output)
+    except OSError:  # another builder swapped in first: its index is the same version
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)
+    return record

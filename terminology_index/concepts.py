@@ -15,7 +15,7 @@ class Concept:
     code: str
     display: str
     term: str
-    term_type: str  # preferred | synonym | inclusion | abbreviation
+    term_type: str  # preferred | synonym | inclusion | abbreviation | component (a LOINC analyte alone)
     kind: str  # diagnosis | medication | lab | vital | procedure
     billable: bool = True
     unit: str | None = None  # UCUM unit for LOINC vitals and labs where known

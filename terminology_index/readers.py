@@ -189,8 +189,13 @@ def read_loinc_csv(path: Path) -> Iterator[Concept]:
             kind = "lab" if row.get("classtype") == "1" else "vital"
             unit = row.get("example_ucum_units") or None
             yield Concept(LOINC, code, display, display, "preferred", kind, True, unit=unit)
-            if row.get("shortname"):
-                yield Concept(LOINC, code, display, row["shortname"], "synonym", kind, True, unit=unit)
+            # Short name, and the friendlier names of the full table (DisplayName, consumer name).
+            for column in ("shortname", "displayname", "consumer_name"):
+                if row.get(column) and row[column] != display:
+                    yield Concept(LOINC, code, display, row[column], "synonym", kind, True, unit=unit)
+            # The component alone ("Hemoglobin") names many codes: a weaker, ambiguous term.
+            if row.get("component") and row["component"] != display:
+                yield Concept(LOINC, code, display, row["component"], "component", kind, True, unit=unit)
 
 
 def read_loinc_versions(path: Path) -> Iterator[str]:
@@ -253,10 +258,12 @@ def read_loinc_starter() -> Iterator[Concept]:
     """Vital-sign and common lab LOINC codes with UCUM units and the names charts use."""
     with _starter("loinc_starter.tsv") as handle:
         for row in _tsv_rows(handle):
-            yield Concept(LOINC, row["loinc_num"], row["display"], row["display"], "preferred", row["kind"], True,
+            # A scored instrument (LOINC class type 4, survey) is looked up like a lab result.
+            kind = "lab" if row["kind"] == "survey" else row["kind"]
+            yield Concept(LOINC, row["loinc_num"], row["display"], row["display"], "preferred", kind, True,
                           unit=row["ucum"])
             for synonym in filter(None, row["synonyms"].split("|")):
-                yield Concept(LOINC, row["loinc_num"], row["display"], synonym, "abbreviation", row["kind"], True,
+                yield Concept(LOINC, row["loinc_num"], row["display"], synonym, "abbreviation", kind, True,
                               unit=row["ucum"])
 
 
@@ -272,9 +279,12 @@ def read_rxnorm_starter() -> Iterator[Concept]:
 
 
 def read_icd10cm_clinical_synonyms(displays: dict[str, str]) -> Iterator[Concept]:
-    """Clinical phrasings and abbreviations (HTN, DM2, CKD 3a) for ICD-10-CM codes."""
+    """Standard clinical phrasings and abbreviations (HTN, DM2, CKD 3a) for ICD-10-CM codes,
+    each row with its source (the ICD-10-CM Index or Tabular, the NLM abbreviation list)."""
     with _starter("icd10cm_synonyms.tsv") as handle:
         for row in _tsv_rows(handle):
+            if not row.get("source"):
+                raise ValueError(f"icd10cm_synonyms.tsv row for {row['code']} names no source")
             display = displays.get(row["code"], row["code"])
             for phrase in filter(None, row["phrase"].split("|")):
                 yield Concept(ICD10CM, row["code"], display, phrase, "abbreviation", "diagnosis", True)

@@ -156,3 +156,9 @@ def test_bold_heading_letters_run_together_are_not_a_box() -> None:
     scan[100:100 + blob.shape[0], 100:100 + blob.shape[1]] = blob
 
     assert detect_checkboxes(scan, DPI) == []
+
+
+def test_a_page_of_one_grey_level_has_no_boxes() -> None:
+    # The back of a sheet (all white) or a black frame: no ink/paper split to threshold.
+    for level in (255, 0, 128):
+        assert detect_checkboxes(np.full((300, 200), level, dtype=np.uint8), DPI) == []

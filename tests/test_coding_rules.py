@@ -70,9 +70,10 @@ def test_lab_unit_moves_to_the_substance_concentration_code(tmp_path):
     )
     build_index(IndexSources(icd10cm_xml=None, loinc_table=str(loinc)), tmp_path / "index")
     index = TerminologyIndex(tmp_path / "index")
-    ranked = index.prefer_lab_property(index.candidates("lab", "Glucose", 5), "Glucose", "mmol/L")
-    assert ranked[0].code == "14749-6"
-    assert ranked[0].match == "unit-property:Moles/volume"
+    candidates = index.candidates("lab", "Glucose", 5)
+    # The unit decides between the codes the name alone matches (the component "Glucose" names both).
+    assert index.prefer_lab_property(candidates, "Glucose", "mmol/L")[0].code == "14749-6"
+    assert index.prefer_lab_property(candidates, "Glucose", "mg/dL")[0].code == "2345-7"
 
 
 def test_default_leaf_prefers_the_plain_unspecified_code(terminology_index):

@@ -60,7 +60,8 @@ def test_each_group_option_composes_and_builds_every_stage(override: str, tmp_pa
 def test_the_shared_terminology_option_reads_the_shared_extracts() -> None:
     cfg = load_config(["terminology=shared", "terminology.shared_dir=/data/shared"])
 
-    assert cfg.terminology.sources.icd10cm_xml is None
+    # The bundled tabular XML stays: it brings the inclusion terms the order-file TSV lacks.
+    assert cfg.terminology.sources.icd10cm_xml == "bundled"
     assert cfg.terminology.sources.icd10cm_tsv == "/data/shared/terminology/icd10cm_2026.tsv.gz"
     assert cfg.terminology.sources.loinc_table == "/data/shared/terminology/loinc_core.tsv.gz"
 

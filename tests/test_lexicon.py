@@ -129,10 +129,10 @@ def test_medication_dose_route_and_frequency(discharge: list[Entity]) -> None:
     metformin = one(discharge, "medication", "Metformin 500 mg")
 
     assert metformin.section == "home medications"
-    assert metformin.attribute == "Metformin"
+    assert metformin.attribute == "Metformin"  # the drug, as dose rules name it; the text is the product
     assert (metformin.dose_value, metformin.dose_unit, metformin.route, metformin.frequency) == (
         500.0, "mg", "PO", "BID")
-    lisinopril = one(discharge, "medication", "Lisinopril 10 mg")
+    lisinopril = one(discharge, "medication", "Lisinopril 10 mg tablet")
     assert (lisinopril.dose_value, lisinopril.value, lisinopril.route, lisinopril.frequency) == (
         10.0, "tablet", "PO", "QD")
 
@@ -308,7 +308,7 @@ MEDICATION_LIST = page(
 @pytest.fixture(scope="module")
 def medications(extractor: LexiconExtractor) -> dict[str, Entity]:
     entities = extractor.extract(DOCUMENT_ID, 0, group_rows(MEDICATION_LIST), "discharge_summary")
-    return {e.attribute: e for e in entities if e.kind == "medication"}
+    return {e.text.split()[0]: e for e in entities if e.kind == "medication"}
 
 
 def test_medication_status_follows_the_list_it_is_on(medications: dict[str, Entity]) -> None:
@@ -329,7 +329,7 @@ def test_sig_is_normalised_to_timing(medications: dict[str, Entity]) -> None:
 
 def test_unparseable_dose_and_sig_lower_the_field_confidence(medications: dict[str, Entity]) -> None:
     warfarin, simvastatin, metformin = medications["Warfarin"], medications["Simvastatin"], medications["Metformin"]
-    confidence = {e.attribute: {f.name: f.confidence for f in e.fields} for e in (warfarin, simvastatin, metformin)}
+    confidence = {e.text.split()[0]: {f.name: f.confidence for f in e.fields} for e in (warfarin, simvastatin, metformin)}
 
     assert warfarin.dose_value == 5.0 and warfarin.dose_unit is None and warfarin.frequency == "BID"
     assert confidence["Warfarin"]["dose"] < 0.75 <= confidence["Metformin"]["dose"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,7 +13,8 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from pipeline.manifest import build_manifest, document_id_for, write_manifest
+from pipeline.manifest import (DANGLING_LINK, SPECIAL_FILE, SYMLINK_LOOP, build_manifest,
+                               document_id_for, write_manifest)
 from pipeline.schemas import MANIFEST_SCHEMA
 
 
@@ -121,3 +125,69 @@ def test_empty_folder_raises(tmp_path: Path) -> None:
 def test_missing_folder_raises_naming_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_manifest(tmp_path / "nowhere")
+
+
+def test_links_are_followed_once_and_link_problems_are_rows(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    write_pdf(root / "fac-a" / "visit.pdf", pages=2)
+    outside = tmp_path / "elsewhere"
+    write_pdf(outside / "scan.pdf", pages=3)
+    (root / "fac-b").mkdir()
+    (root / "fac-b" / "linked").symlink_to(outside)  # a folder reached only through a link
+    (root / "fac-b" / "second.pdf").symlink_to(outside / "scan.pdf")  # the same file a second time
+    (root / "fac-b" / "gone.pdf").symlink_to(tmp_path / "nothing.pdf")
+    (root / "fac-a" / "up").symlink_to(root)  # a loop
+    (root / "fac-a" / "me.pdf").symlink_to(root / "fac-a" / "me.pdf")  # a link to itself
+    os.mkfifo(root / "fac-a" / "pipe.png")
+
+    rows = rows_by_file(build_manifest(root), root)
+
+    assert [r["page_index"] for r in rows["fac-b/linked/scan.pdf"]] == [0, 1, 2]
+    assert "fac-b/second.pdf" not in rows  # listed once, under the path met first (sorted order)
+    assert [r["media_type"] for r in rows["fac-b/gone.pdf"]] == [DANGLING_LINK]
+    assert [r["media_type"] for r in rows["fac-a/up"]] == [SYMLINK_LOOP]
+    assert [r["media_type"] for r in rows["fac-a/me.pdf"]] == [SYMLINK_LOOP]
+    assert [r["media_type"] for r in rows["fac-a/pipe.png"]] == [SPECIAL_FILE]
+    assert sum(len(v) for v in rows.values()) == 2 + 3 + 4  # pages on disk + one row per problem
+
+
+def test_a_truncated_multi_page_tiff_lists_its_readable_pages_and_one_row_for_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "records" / "cut.tif"
+    write_tiff(path, frames=4)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.6)])
+
+    assert [r["page_index"] for r in build_manifest(tmp_path / "records").to_pylist()] == [0, 1, 2, 3]
+
+
+def test_an_unreadable_folder_or_file_is_a_row_that_render_quarantines(tmp_path: Path) -> None:
+    """A folder the manifest cannot list, or a file it cannot read, is a row. Root reads
+    anything, so as root the manifest and render run in a process without the capabilities
+    that bypass file permissions."""
+    import subprocess
+    import sys
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv (util-linux) is not installed to drop the permission bypass")
+        prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+    root = tmp_path / "records"
+    write_pdf(root / "fac-a" / "visit.pdf", pages=1)
+    write_pdf(root / "fac-a" / "locked" / "inside.pdf", pages=2)
+    write_pdf(root / "fac-a" / "secret.pdf", pages=2)
+    (root / "fac-a" / "locked").chmod(0o000)
+    (root / "fac-a" / "secret.pdf").chmod(0o000)
+    code = ("import sys, json; from pathlib import Path; from pipeline.manifest import build_manifest; "
+            "from pipeline.stages.render import RenderStage; "
+            "out = RenderStage().process_batch(build_manifest(Path(sys.argv[1]))).to_pylist(); "
+            "print(json.dumps([(r['source_uri'], r['error_type']) for r in out]))")
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-c", code, str(root)], capture_output=True, text=True)
+    finally:
+        (root / "fac-a" / "locked").chmod(0o755)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [(Path(uri).relative_to(root.resolve()).as_posix(), error) for uri, error in json.loads(done.stdout)]
+
+    assert rows == [("fac-a/locked", "unreadable_folder"), ("fac-a/secret.pdf", "unreadable_file"),
+                    ("fac-a/visit.pdf", None)]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from pipeline.cli import main
 from pipeline.config import CONF_DIR, GpuConfig, load_config
 from pipeline.graph import gpu_plan, stage_factories
-from pipeline.plan import DEFAULT_LLM_MODEL_FILE, LlmModelSpec, OcrDemand, make_plan
+from pipeline.plan import DEFAULT_LLM_MODEL_FILE, LlmModelSpec, OcrDemand, make_plan, parse_gpu_query, parse_mig_slices
+from pipeline.plan import plannable_gpus, profile_from_detected
 
 QWEN3_8B = {  # Qwen/Qwen3-8B config.json: 36 layers, 8 KV heads, head_dim 128; bf16 weights 15.3 GiB
     "backend": "vllm", "model_path": "/models/Qwen3-8B", "model_name": "Qwen3-8B",
@@ -158,12 +161,19 @@ def test_plan_without_gpus_or_a_gpu_profile_says_what_to_pass(capsys: pytest.Cap
     assert "resources=gpu_24gb" in capsys.readouterr().err
 
 
+def fake_nvidia_smi(folder, query_csv: str, listing: str = "") -> None:
+    """A stand-in nvidia-smi on PATH that prints captured output: `-L` gets the listing, a query the CSV."""
+    (folder / "query.csv").write_text(query_csv)
+    (folder / "listing.txt").write_text(listing)
+    fake = folder / "nvidia-smi"
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "-L" ]; then cat {folder}/listing.txt; else cat {folder}/query.csv; fi\n')
+    fake.chmod(0o755)
+
+
 def test_plan_uses_the_gpus_nvidia_smi_lists(tmp_path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    # A stand-in nvidia-smi that answers the query as a one-H100 node does (memory.total in MiB).
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3, 81559\\n'\n")
-    fake.chmod(0o755)
+    # A one-H100 node's answer to the query (memory.total in MiB; MIG off).
+    fake_nvidia_smi(tmp_path, "0, NVIDIA H100 80GB HBM3, 81559, Disabled\n")
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
 
     # The node's own CPUs (here few) size the OCR pool: light OCR actors so one fits.
@@ -173,3 +183,71 @@ def test_plan_uses_the_gpus_nvidia_smi_lists(tmp_path, monkeypatch: pytest.Monke
     # 81559 MiB / 1024 = 79.6 GiB.
     assert f"GPUs detected by nvidia-smi): 1 node(s) x 1 x NVIDIA H100 80GB HBM3 79.6 GiB, {os.cpu_count()} CPUs" in out
     assert "tensor_parallel_size 1, 1 replicas" in out
+    # The card's bundle: the LLM's share and the OCR actors' add up to the whole card.
+    assert re.search(r"node 0 card 0: llm share 0\.\d+, \d ocr x 0\.03 \(GPU 1\.00 of 1\)", out)
+    assert "not planned" not in out
+
+
+# Captured from a mixed node: two H100s, an L4, and an A100 in MIG mode with two 3g.40gb slices
+# (`nvidia-smi --query-gpu=index,name,memory.total,mig.mode.current --format=csv,noheader,nounits`
+# and `nvidia-smi -L`; UUIDs shortened).
+MIXED_QUERY = """0, NVIDIA H100 80GB HBM3, 81559, Disabled
+1, NVIDIA H100 80GB HBM3, 81559, Disabled
+2, NVIDIA L4, 23034, [N/A]
+3, NVIDIA A100-SXM4-80GB, 81920, Enabled
+"""
+MIXED_LISTING = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5c1d0a7e-0000-0000-0000-000000000000)
+GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-7f2e0b8d-0000-0000-0000-000000000000)
+GPU 2: NVIDIA L4 (UUID: GPU-1a2b3c4d-0000-0000-0000-000000000000)
+GPU 3: NVIDIA A100-SXM4-80GB (UUID: GPU-9e8d7c6b-0000-0000-0000-000000000000)
+  MIG 3g.40gb     Device  0: (UUID: MIG-0a1b2c3d-0000-0000-0000-000000000000)
+  MIG 3g.40gb     Device  1: (UUID: MIG-4e5f6a7b-0000-0000-0000-000000000000)
+"""
+
+
+def test_nvidia_smi_output_parses_into_cards_and_mig_slices() -> None:
+    gpus = parse_gpu_query(MIXED_QUERY)
+    slices = parse_mig_slices(MIXED_LISTING)
+
+    assert [(gpu.index, gpu.name, gpu.memory_gb, gpu.mig_enabled) for gpu in gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", 79.6, False), (1, "NVIDIA H100 80GB HBM3", 79.6, False),
+        (2, "NVIDIA L4", 22.5, False), (3, "NVIDIA A100-SXM4-80GB", 80.0, True)]
+    assert slices == {0: (), 1: (), 2: (), 3: ("3g.40gb", "3g.40gb")}
+
+
+def test_a_mixed_node_plans_its_largest_group_of_one_card_and_says_why_not_the_rest() -> None:
+    gpus = [replace(gpu, mig_slices=parse_mig_slices(MIXED_LISTING)[gpu.index]) for gpu in parse_gpu_query(MIXED_QUERY)]
+
+    node = plannable_gpus(gpus)
+
+    assert [gpu.index for gpu in node.planned] == [0, 1]
+    assert profile_from_detected(node, 64).per_node == 2
+    reasons = dict((gpu.index, why) for gpu, why in node.refused)
+    assert set(reasons) == {2, 3}
+    assert "CUDA_VISIBLE_DEVICES=0,1" in reasons[2]
+    assert "MIG mode (2 slice(s): 3g.40gb, 3g.40gb)" in reasons[3] and "nvidia-smi -i 3 -mig 0" in reasons[3]
+
+
+def test_medrec_plan_on_the_mixed_node_lists_what_it_leaves_out(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    fake_nvidia_smi(tmp_path, MIXED_QUERY, MIXED_LISTING)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the GPU node's CPUs, not this machine's
+
+    assert main(["plan", "ocr=paddle_gpu", "resources.ocr.cpus_per_actor=0.25"]) == 0
+
+    out = capsys.readouterr().out
+    assert "1 node(s) x 2 x NVIDIA H100 80GB HBM3 79.6 GiB" in out
+    assert "not planned: GPU 2 (NVIDIA L4, 22.5 GiB)" in out
+    assert "not planned: GPU 3 (NVIDIA A100-SXM4-80GB, 80 GiB): MIG mode" in out
+
+
+def test_a_node_of_mig_cards_only_is_refused_with_the_reasons(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    fake_nvidia_smi(tmp_path, "0, NVIDIA A100-SXM4-80GB, 81920, Enabled\n", "GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-x)\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+    assert main(["plan", "ocr=paddle_gpu"]) == 2
+
+    err = capsys.readouterr().err
+    assert "no GPU on this node can be planned" in err and "MIG mode (no slices configured)" in err

@@ -96,7 +96,7 @@ class _NiceProbe(Stage):
 
 
 def test_an_actor_pool_runs_at_its_declared_niceness_above_the_other_workers() -> None:
-    ray.init(num_cpus=1, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
     try:
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
         rows = [page_row(i, image=None, text_source="ocr") for i in range(2)]
@@ -110,3 +110,65 @@ def test_an_actor_pool_runs_at_its_declared_niceness_above_the_other_workers() -
 
     # Ray starts its workers niced already (15 by default); a pool's `nice` adds to that.
     assert [int(p["document_type_predicted"]) - int(p["text_source"]) for p in pages] == [3, 3]
+
+
+class _AbortsOnMarkedPage(Stage):
+    """Ends its worker process with os.abort() (as a native crash would) on the page marked
+    by its `mrn` column; adds a marker to every other page."""
+
+    name = "aborter"
+
+    def process_page(self, row: dict) -> dict:
+        if row["mrn"] == "abort":
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file for a deliberate crash
+            os.abort()
+        return {**row, "text_source": "done"}
+
+
+class _BlockBug(Stage):
+    """A bug outside the page loop: every block it is given raises."""
+
+    name = "block_bug"
+
+    def process_batch(self, batch):
+        raise KeyError("a column this stage expected")
+
+
+@pytest.fixture()
+def local_ray():
+    # address="local": a fresh Ray even when another cluster on this machine was started with `ray start`.
+    ray.init(address="local", num_cpus=2, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow  # each worker death restarts a Ray worker: tens of seconds
+@pytest.mark.parametrize("concurrency", [1, None], ids=["actor_pool", "tasks"])
+def test_a_page_that_kills_its_worker_is_quarantined_and_its_batch_neighbours_are_processed(
+        local_ray, concurrency: int | None) -> None:
+    rows = [page_row(i, image=None, text_source="ocr", mrn="abort" if i == 2 else None) for i in range(6)]
+    dataset = ray.data.from_arrow([page_rows_to_table(rows[:4]), page_rows_to_table(rows[4:])])
+    stage = partial(_AbortsOnMarkedPage, Resources(num_cpus=0.5, batch_size=4, concurrency=concurrency))
+
+    pages = sorted(apply_stage(dataset, stage).take_all(), key=lambda page: page["page_index"])
+
+    assert [page["page_index"] for page in pages] == [0, 1, 2, 3, 4, 5]
+    killer = pages.pop(2)
+    assert (killer["error_stage"], killer["error_type"]) == ("aborter", "worker_died")
+    assert all(page["error_stage"] is None and page["text_source"] == "done" for page in pages)
+
+
+def test_a_block_that_fails_as_a_whole_has_every_page_quarantined_and_the_run_goes_on(local_ray) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(3)]
+    failed_earlier = {**page_row(3, image=None), "error_stage": "render", "error_type": "corrupt_file"}
+    dataset = ray.data.from_arrow(page_rows_to_table([*rows, failed_earlier]))
+
+    pages = sorted(apply_stage(dataset, partial(_BlockBug, Resources(batch_size=4))).take_all(),
+                   key=lambda page: page["page_index"])
+
+    assert [(p["error_stage"], p["error_type"], p["error_message"]) for p in pages[:3]] == [
+        ("block_bug", "block_failed", "KeyError")] * 3
+    assert (pages[3]["error_stage"], pages[3]["error_type"]) == ("render", "corrupt_file")

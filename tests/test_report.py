@@ -70,3 +70,30 @@ def test_stage_figures_sum_streamed_timings(tmp_path):
 
     table = "\n".join(render_stage_table(figures))
     assert "| sleeper | 2 |" in table and "| second | 1 |" in table
+
+
+def _report_over(tmp_path, pages: list[dict], max_page_error_rate: float):
+    from pipeline.report import RunReport
+
+    writer = PageTableWriter(tmp_path / "tables", tmp_path / "quarantine.parquet")
+    writer.write_batch(page_rows_to_table(pages))
+    writer.close_pages()
+    writer.quarantine.close()
+    return RunReport.build(pages_in=len(pages), tables=writer, entity_counts={}, resources={}, resource_failures=0,
+                           skipped={}, wall_seconds=1.0, setup_seconds=0.0, processing_seconds=1.0, graph_seconds=1.0,
+                           first_output_seconds=None, pipeline_version="t", terminology_version="t", output=tmp_path,
+                           graph_started=0.0, stage_workers={}, max_page_error_rate=max_page_error_rate)
+
+
+def test_the_run_fails_only_when_pipeline_failures_exceed_the_limit_not_for_rejected_inputs(tmp_path):
+    rows = _rows(10)
+    rejected = [{**row, "error_stage": "render", "error_type": "corrupt_file", "error_message": "x"} for row in rows[:4]]
+    died = {**rows[4], "error_stage": "ocr", "error_type": "worker_died", "error_message": "x"}
+
+    only_rejected = _report_over(tmp_path / "a", [*rejected, *rows[4:]], max_page_error_rate=0.05)
+    one_died = _report_over(tmp_path / "b", [*rejected, died, *rows[5:]], max_page_error_rate=0.05)
+    tolerated = _report_over(tmp_path / "c", [*rejected, died, *rows[5:]], max_page_error_rate=0.1)
+
+    assert (only_rejected.pages_quarantined, only_rejected.pages_failed, only_rejected.passed) == (4, 0, True)
+    assert (one_died.pages_failed, one_died.page_error_rate, one_died.passed) == (1, 0.1, False)
+    assert one_died.conserved and tolerated.passed

@@ -55,3 +55,22 @@ def test_document_rules_see_pages_from_different_batches_and_the_queue_is_worst_
     assert queue[1]["reason"].startswith("discharge-before-admission: ")
     assert (queue[1]["document_id"], queue[1]["page_index"], queue[1]["bbox"]) == ("doc-1", 1, [10.0, 20.0, 30.0, 40.0])
     assert counts["review_queue"] == 3
+
+
+def test_a_document_with_too_many_quarantined_pages_is_held_back_its_good_pages_flagged(tmp_path: Path) -> None:
+    rules = RuleEngine(load_rules(), ValidateConfig(today="2025-06-01"))
+    writer = PageTableWriter(tmp_path / "tables", tmp_path / "quarantine.parquet", rules)
+    failed = {**page(1, []), "error_stage": "ocr", "error_type": "worker_died", "error_message": "x"}
+    blank = {**page(0, [], document_id="doc-2"), "lines": [], "checkboxes": []}
+    writer.write_batch(page_rows_to_table([page(0, [entity("gout", "diagnosis", "Gout", 0)]), failed, blank,
+                                           page(1, [entity("ok", "diagnosis", "Gout", 1)], document_id="doc-2")]))
+    writer.close_pages()
+
+    assembly, counts = finish_entity_tables(tmp_path / "tables", writer.documents, rules, max_document_error_rate=0.1)
+
+    entities = {row["entity_id"]: row for row in pq.read_table(tmp_path / "tables" / "entities.parquet").to_pylist()}
+    assert entities["gout"]["flags"] == ["document_held_back"] and entities["gout"]["requires_review"]
+    assert entities["ok"]["flags"] == []
+    assert [row["entity_id"] for row in pq.read_table(assembly).to_pylist()] == ["ok"]  # doc-1 kept out of FHIR
+    assert counts["documents_held_back"] == 1
+    assert writer.blank_pages == 3  # pages without lines or check boxes (none of these test pages has text)

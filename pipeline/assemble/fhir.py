@@ -46,8 +46,12 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from pipeline.assemble import vocabulary as vocab
+from pipeline.readers.conditions import clean_condition
+from pipeline.readers.medications import read_product
+from pipeline.readers.observations import SURVEY
 from pipeline.records import DocumentBundle, Entity
 from pipeline.sig import parse_sig
+from pipeline.terminology import normalise_term
 
 Json = dict[str, Any]
 
@@ -148,9 +152,14 @@ class _Run:
     recorded: str
 
     def resource_id(self, resource_type: str, *lineage: str) -> str:
-        """Deterministic id: the same lineage gives the same id on every run."""
-        name = "\x1f".join((self.patient_key, *lineage, resource_type))
-        return str(uuid.uuid5(_ID_NAMESPACE, name))
+        return resource_id(self.patient_key, resource_type, *lineage)
+
+
+def resource_id(patient_key: str, resource_type: str, *lineage: str) -> str:
+    """Deterministic id: the same lineage gives the same id on every run (the review step
+    finds the resources an entity became by it)."""
+    name = "\x1f".join((patient_key, *lineage, resource_type))
+    return str(uuid.uuid5(_ID_NAMESPACE, name))
 
 
 @dataclass
@@ -337,7 +346,53 @@ def _usable_entities(document: DocumentBundle, skipped: Counter[str]) -> list[En
         else:
             usable.append(entity)
     # Upstream grouping does not promise an order; majority ties and BP pairing need one.
-    return sorted(usable, key=lambda e: (e.page_index, min(e.line_ids, default=-1), e.entity_id))
+    ordered = sorted(usable, key=lambda e: (e.page_index, min(e.line_ids, default=-1), e.entity_id))
+    return _one_per_fact(ordered, skipped)
+
+
+# Kinds whose repeated mentions in one document are one fact: a drug in the medication list,
+# the plan and the prescription, a condition in the history, the assessment and the problem list.
+_ONE_PER_DOCUMENT = frozenset({"diagnosis", "medication", "allergy", "procedure"})
+_SURE_CODE = 0.9  # a code this sure names the fact; a weaker one may have been chosen for a near miss
+
+
+def _one_per_fact(entities: list[Entity], skipped: Counter[str]) -> list[Entity]:
+    """One entity per fact of the document: mentions are the same fact when they carry the same
+    sure code or the same words (for a drug: its name and strength). The kept mention is the one
+    that says most (a prescription with its timing over a bare list line), then the most confident."""
+    def keys(entity: Entity) -> set[tuple[str, ...]]:
+        group = (entity.kind, "family" if entity.assertion == FAMILY_ASSERTION else "patient")
+        found = {(*group, "text", _fact_words(entity))}
+        if entity.code and (entity.code_score or 0.0) >= _SURE_CODE:
+            found.add((*group, "code", entity.code))
+        return found
+
+    def says(entity: Entity) -> tuple:
+        return (entity.timing_frequency is not None, entity.status == "active", entity.confidence)
+
+    candidates = [e for e in entities if e.kind in _ONE_PER_DOCUMENT]
+    kept: dict[str, Entity] = {}
+    owner: dict[tuple[str, ...], str] = {}
+    for entity in sorted(candidates, key=says, reverse=True):
+        same = {owner[key] for key in keys(entity) if key in owner}
+        if same:
+            skipped[f"{entity.kind}:same-fact-in-document"] += 1
+            for key in keys(entity):
+                owner.setdefault(key, next(iter(same)))
+            continue
+        kept[entity.entity_id] = entity
+        for key in keys(entity):
+            owner[key] = entity.entity_id
+    return [e for e in entities if e.kind not in _ONE_PER_DOCUMENT or e.entity_id in kept]
+
+
+def _fact_words(entity: Entity) -> str:
+    """The words that name a fact, without case, punctuation, SNOMED tags or dose form."""
+    if entity.kind == "medication":
+        product = read_product(entity.text)
+        if product is not None:
+            return f"{normalise_term(product.name)} {product.dose:g}"
+    return normalise_term(clean_condition(entity.text))
 
 
 # ---------------------------------------------------------------- Patient
@@ -715,11 +770,11 @@ def _build_blood_pressure(run: _Run, ctx: _DocumentContext, systolic: Entity, di
 
 
 def _build_lab_observation(run: _Run, ctx: _DocumentContext, entity: Entity, skipped: Counter[str]) -> _Draft:
-    """One lab result: LOINC code, UCUM quantity, reference range and flag."""
+    """One lab result (or a scored instrument, category survey): LOINC code, UCUM quantity,
+    reference range and flag."""
     resource_id = ctx.resource_id(run, "Observation", entity.entity_id)
-    body = _observation_body(
-        resource_id, ctx, "laboratory", "Laboratory", _entity_concept(entity, vocab.LOINC, skipped)
-    )
+    category = ("survey", "Survey") if entity.attribute == SURVEY else ("laboratory", "Laboratory")
+    body = _observation_body(resource_id, ctx, *category, _entity_concept(entity, vocab.LOINC, skipped))
     body.update(_observation_value(entity))
     if entity.interpretation:
         interpretation: Json = {"text": entity.interpretation}

@@ -59,8 +59,9 @@ def missing_plan_values(values: dict[str, Any]) -> list[str]:
 
 def vllm_engine_kwargs(model_path: str, model_name: str, max_model_len: int, dtype: str, kv_cache_dtype: str,
                        tensor_parallel_size: int | None, gpu_memory_utilization: float | None,
-                       max_num_seqs: int | None) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM` for one engine replica; raises when the plan values are null."""
+                       max_num_seqs: int | None, placed: bool = False) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` for one engine replica; raises when the plan values are null.
+    `placed`: the engine runs on the GPU plan's shared cards (`pipeline.placement`)."""
     sizes = dict(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
                  max_num_seqs=max_num_seqs)
     missing = missing_plan_values(sizes)
@@ -72,9 +73,10 @@ def vllm_engine_kwargs(model_path: str, model_name: str, max_model_len: int, dty
     return dict(
         model=model_path, tokenizer=model_path, served_model_name=model_name,
         max_model_len=max_model_len, dtype=dtype, kv_cache_dtype=kv_cache_dtype, **sizes,
-        # The actor is given tensor_parallel_size GPUs; with more than one, vLLM's own worker
-        # processes share them (Ray Data's vLLM stage likewise runs one GPU as "uni").
-        distributed_executor_backend="uni" if tensor_parallel_size == 1 else "mp",
+        # One GPU: in the actor ("uni", as Ray Data's vLLM stage). Several on the plan's shared
+        # cards: vLLM's Ray workers, one per card bundle (VLLM_RAY_BUNDLE_INDICES, set by the
+        # placement); unplanned, the actor holds whole cards and vLLM's own processes share them.
+        distributed_executor_backend="uni" if tensor_parallel_size == 1 else "ray" if placed else "mp",
         enable_prefix_caching=True,  # every page shares the system prompt
         # xgrammar reads whitespace freedom from the engine config, not from the request.
         structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},

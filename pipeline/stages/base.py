@@ -34,6 +34,14 @@ class Resources:
     nice: int = 0
 
 
+# Error types of pages the pipeline failed on (not inputs it rejected with a reason): their
+# share is what `faults.max_page_error_rate` bounds.
+INTERNAL_ERROR = "internal_error"  # an exception a stage did not expect, met on this page alone
+BLOCK_FAILED = "block_failed"  # a whole block failed outside the page loop; every page of it quarantined
+WORKER_DIED = "worker_died"  # the page killed its worker process (abort, segfault, OOM kill) every attempt
+PIPELINE_FAILURES = (INTERNAL_ERROR, BLOCK_FAILED, WORKER_DIED)
+
+
 class PageFailure(Exception):
     """Raised by a stage for a bad page (corrupt, unsupported, unreadable input).
 
@@ -52,6 +60,9 @@ class Stage:
     """Base for stages: column checks, error pass-through, per-stage timing."""
 
     name: ClassVar[str] = "stage"
+    # Errors that mean the worker itself is broken, not the page: they leave the stage, and
+    # the adapter ends the worker so Ray restarts it (the attempts ledger bounds the retries).
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = (MemoryError,)
     required_columns: ClassVar[tuple[str, ...]] = ("facility_id", "document_id", "page_index")
 
     def __init__(self, resources: Resources | None = None):
@@ -81,7 +92,7 @@ class Stage:
         # Wall-clock (epoch) start and end of the batch: comparable across worker processes
         # on one node, so the driver can place every stage's work on one time line.
         started = time.time()
-        processed = iter(self.process_pages(healthy)) if healthy else iter(())
+        processed = iter(self.isolated_pages(healthy)) if healthy else iter(())
         ended = time.time()
         per_page = (ended - started) / max(len(healthy), 1)
         out = []
@@ -96,19 +107,52 @@ class Stage:
             out.append(done)
         return page_rows_to_table(out)
 
+    def isolated_pages(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`process_pages` over the batch; if the batch call raises, page by page, so only a
+        page that fails alone is quarantined (with the exception's type, never its text,
+        which may quote the page). The one place page-level isolation lives: batch paths of
+        every stage (OCR's single predict call included) are covered without a try of their own."""
+        try:
+            return self._checked(self.process_pages([dict(row) for row in rows]), len(rows))
+        except self.fatal_errors:
+            raise
+        except Exception as batch_error:
+            if len(rows) == 1:
+                return [self._failed(rows[0], batch_error)]
+            log.warning("stage %s: batch of %d pages failed (%s); retrying page by page", self.name, len(rows),
+                        type(batch_error).__name__)
+        out = []
+        for row in rows:
+            try:
+                out += self._checked(self.process_pages([dict(row)]), 1)
+            except self.fatal_errors:
+                raise
+            except Exception as page_error:
+                out.append(self._failed(row, page_error))
+        return out
+
+    def _checked(self, done: list[dict[str, Any]], expected: int) -> list[dict[str, Any]]:
+        if len(done) != expected:  # our bug, not the page's: isolation retries page by page
+            raise RuntimeError(f"stage {self.name} returned {len(done)} rows for {expected}")
+        return done
+
+    def _failed(self, row: dict[str, Any], error: Exception) -> dict[str, Any]:
+        if isinstance(error, PageFailure):
+            return mark_failed(row, self.name, error.error_type, error.message)
+        log.warning("stage %s failed on %s page %s: %s", self.name, row.get("document_id"), row.get("page_index"),
+                    type(error).__name__)
+        return mark_failed(row, self.name, INTERNAL_ERROR, type(error).__name__)
+
     def _guarded(self, fn, row: dict[str, Any], *args: Any) -> dict[str, Any]:
-        """Run `fn` on a row: a PageFailure, or any unexpected error this page alone
-        causes, becomes an error-marked row; running out of memory still propagates."""
+        """Run `fn` on one row of a batch a stage walks itself, so the row's neighbours in the
+        batch keep their work: a PageFailure or any error this page alone causes becomes an
+        error-marked row; a fatal error (the worker is broken) still propagates."""
         try:
             return fn(row, *args)
-        except PageFailure as failure:
-            return mark_failed(row, self.name, failure.error_type, failure.message)
-        except MemoryError:
+        except self.fatal_errors:
             raise
         except Exception as exc:  # a bug met on one page must not sink the run: quarantine it
-            log.warning("stage %s failed on %s page %s: %s", self.name, row.get("document_id"),
-                        row.get("page_index"), type(exc).__name__)
-            return mark_failed(row, self.name, "internal_error", type(exc).__name__)
+            return self._failed(row, exc)
 
 
 def mark_failed(row: dict[str, Any], stage: str, error_type: str, message: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pipeline.readers.medications import read_product
 from pipeline.records import CodeCandidate, Entity
+from pipeline.spotter import SPOTTED
 from pipeline.stages.base import Resources, Stage
 from terminology_index import ICD10CM
 
@@ -16,6 +18,8 @@ _LINKED = re.compile(r"\s+(?:with|w/|due to|secondary to|and)\s+", re.IGNORECASE
 CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
 # Coded only where a site loaded SNOMED CT or CPT; without them "uncoded" would flag every one.
 CODED_WHEN_LOADED = ("procedure",)
+# A candidate this good is the product itself (an exact or OCR-tolerant name match).
+_EXACT = 0.85
 _VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
 
 
@@ -102,9 +106,20 @@ class CodeStage(Stage):
         query = entity.text
         if entity.kind == "vital":
             query = _VITAL_LOOKUP_NAMES.get(entity.attribute or "", entity.attribute or entity.text)
-        elif entity.kind in ("medication", "allergy") and entity.attribute:
+        elif entity.kind == "allergy" and entity.attribute:
             query = entity.attribute
         candidates = self.index.candidates(entity.kind, query, self.top_k)
+        if entity.kind == "medication" and not any(c.score >= _EXACT for c in candidates):
+            # The product as written is no RxNorm name ("Acetaminophen 325 mg tab"): code its
+            # drug, then the clinical drug of that strength and form (below).
+            product = read_product(query)
+            drug = product.name if product is not None else entity.attribute
+            # A combination ("a 325 mg / b 10 mg") is never coded as one of its drugs.
+            if drug and "/" not in drug:
+                candidates = self.index.candidates(entity.kind, drug, self.top_k)
+        spotted = [c for c in entity.candidates if c.match == SPOTTED]
+        if spotted:  # what the extractor's spotter found these words to name
+            candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)
         if entity.kind == "lab":
             candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
         entity.candidates = candidates

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
-from pipeline.layout import (Row, Table, find_tables, join_key_values, level_box, reading_order, skew_angle,
-                             split_line, straighten, union_bbox)
-from pipeline.lexicon import (LAB_FLAGS, SECTIONS, STRENGTH, LexiconExtractor, Lexicons, deterministic_entity_id, interpret,
-                              parse_reference_range, score_field)
+from pipeline.layout import (Row, Table, find_tables, join_key_values, join_stacked_fields, level_box, reading_order,
+                             skew_angle, split_line, straighten, union_bbox)
+from pipeline.lexicon import SECTIONS, LexiconExtractor, deterministic_entity_id, lexicons_from_index
+from pipeline.readers.common import STRENGTH, score_field
+from pipeline.readers.observations import LAB_FLAGS, interpret, parse_reference_range
 from pipeline.units import normalise_unit, ucum_code
 from pipeline.records import CheckboxMark, Entity, OcrLine
 from pipeline.stages.base import Resources, Stage
@@ -40,14 +41,7 @@ class LexiconExtractStage(Stage):
     def setup(self) -> None:
         from pipeline.terminology import TerminologyIndex
 
-        index = TerminologyIndex(Path(self.index_path))
-        self.extractor = LexiconExtractor(
-            Lexicons(
-                diagnoses=index.lexicon("diagnosis"),
-                medications=index.lexicon("medication"),
-                labs=index.lexicon("lab"),
-            )
-        )
+        self.extractor = LexiconExtractor(lexicons_from_index(TerminologyIndex(Path(self.index_path))))
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"
@@ -56,11 +50,15 @@ class LexiconExtractStage(Stage):
         marks = [CheckboxMark.from_row(mark) for mark in row.get("checkboxes") or []]
         # Layout reads a level copy of a tilted scan; entities keep the scan's own boxes.
         angle = skew_angle(lines)
+        # What users search and re-extraction reads: every line, columns in reading order.
+        row["text"] = "\n".join(" ".join(line.text.strip() for line in r.lines)
+                                for r in reading_order(straighten(lines, angle)))
         questions = yes_no_questions(marks, lines, angle)
         # Check-box labels and Yes/No questions are read with their boxes, never as list
         # items of their section.
         taken = {i for mark in marks for i in mark.label_line_ids} | {q.line_id for _, q in questions.values()}
-        rows = [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))]
+        rows = join_stacked_fields(
+            [join_key_values(r) for r in reading_order(straighten([l for l in lines if l.line_id not in taken], angle))])
         tables = find_tables(rows)
         in_tables = {id(r) for table in tables for r in [table.header, *(body.row for body in table.rows)]}
         # The classifier's type says what unheaded rows are; an unsure type is not relied on.
@@ -95,7 +93,7 @@ _VALUE = re.compile(r"[<>]?\d+(?:\.\d+)?")
 
 
 def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[Entity]:
-    """Lab results from table rows whose test is a known lab and whose result is a number.
+    """Lab results from the rows of a result table whose result is a number.
 
     Each field comes from its own column; a missing flag is derived from the reference
     range, a missing unit or range stays empty.
@@ -104,8 +102,11 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
     for table in tables:
         for body in table.rows:
             name, value = body.text("name"), _VALUE.search(body.text("value") or "")
-            if not name or not value or normalise_term(name) not in labs:
+            if not name or not value or not re.search(r"[A-Za-z]{2}", name):
                 continue
+            # Under a header that names its columns a row is a result whatever its test is
+            # called; a name the dictionary does not know only lowers its confidence.
+            known = normalise_term(name) in labs
             lines = [line for cell in body.cells.values() for line in cell.lines]
             entity = _layout_entity("lab", name, "results", "present", page, list({id(l): l for l in lines}.values()),
                                     body.row.bbox, strength=1.0)
@@ -115,7 +116,7 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
                 body.text("range"))
             flag = LAB_FLAGS.get((body.text("flag") or "").strip().upper())
             entity.interpretation = flag or interpret(entity)
-            score_field(entity, "name", entity.text, STRENGTH["table_row"])
+            score_field(entity, "name", entity.text, STRENGTH["table_row" if known else "unknown_lab_name"])
             score_field(entity, "value", entity.value, STRENGTH["table_row"])
             score_field(entity, "unit", entity.unit,
                         STRENGTH["table_row"] if ucum_code(body.text("unit")) else STRENGTH["unknown_unit"])

@@ -1,8 +1,8 @@
 """OCR stage: page images -> text lines with polygon, box and confidence (PaddleOCR).
 
-Two backends: `paddle_onnx` (the embedded default: ONNX Runtime on CPU with model dirs
-built from the rapidocr wheel) and `paddle` (paddlepaddle-gpu with official model dirs
-staged locally). Paddle workers grow in memory with the pages they see; Ray Data 2.60 has
+Two backends: `paddle_onnx` (the embedded default: ONNX Runtime with model dirs built
+from the rapidocr wheel, on CPU or, with `device=gpu:0`, its CUDA provider) and `paddle`
+(paddlepaddle-gpu with official model dirs staged locally). Paddle workers grow in memory with the pages they see; Ray Data 2.60 has
 no "restart an actor after N calls" for `map_batches` actor pools (`max_calls` applies to
 task workers only), so the stage rebuilds its engine in-process after
 `recycle_after_pages` pages and releases the old one (and Paddle's cached GPU blocks).
@@ -20,8 +20,9 @@ import numpy as np
 
 from pipeline.checkboxes import page_checkboxes
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
+from pipeline.ocr_onnx import onnx_engine_kwargs, require_provider
 from pipeline.offline import use_offline_environment
-from pipeline.stages.base import PageFailure, Resources, Stage, mark_failed
+from pipeline.stages.base import PageFailure, Resources, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class OcrStage(Stage):
         staged_dirs: OcrModelDirs | None = None,
         rec_batch_size: int | None = None,
         recycle_after_pages: int | None = None,
+        gpu_memory_gb: float = 0.0,
     ):
         """
         Args:
@@ -76,10 +78,11 @@ class OcrStage(Stage):
             source_dir: folder with the PP-OCRv6 small ONNX files; None means the
                 rapidocr wheel's `models/`.
             backend: "paddle_onnx" (CPU, ONNX Runtime) or "paddle" (paddlepaddle, GPU).
-            device: PaddleOCR device for the paddle backend, e.g. "gpu:0".
+            device: PaddleOCR device, e.g. "gpu:0" (paddle_onnx: ONNX Runtime's CUDA provider).
             staged_dirs: the paddle backend's official model names and dirs.
             rec_batch_size: text lines per recognition call; None: PaddleOCR's default.
             recycle_after_pages: rebuild the engine after this many pages; None: never.
+            gpu_memory_gb: the plan's VRAM budget per actor; caps ONNX Runtime's CUDA arenas.
         """
         super().__init__(resources)
         if cpu_threads < 1:
@@ -104,6 +107,7 @@ class OcrStage(Stage):
         self.staged_dirs = staged_dirs
         self.rec_batch_size = rec_batch_size
         self.recycle_after_pages = recycle_after_pages
+        self.gpu_memory_gb = gpu_memory_gb
         self.counters: Counter[str] = Counter()
         self._engine: Any = None
         self._pages_since_build = 0
@@ -134,22 +138,14 @@ class OcrStage(Stage):
                                **_model_kwargs(dirs), **common)
         else:
             dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
-            engine = PaddleOCR(
-                engine="onnxruntime",
-                # With engine="onnxruntime" PaddleOCR ignores `cpu_threads`; ORT session
-                # options go through engine_config (paddlex ONNXRuntimeRunnerConfig).
-                engine_config={
-                    "intra_op_num_threads": self.cpu_threads,
-                    "inter_op_num_threads": 1,
-                },
-                device="cpu",
-                **_model_kwargs(dirs),
-                **common,
-            )
+            # ONNX Runtime on CPU, or on a card through its CUDA provider (pipeline.ocr_onnx).
+            onnx = onnx_engine_kwargs(self.device, self.cpu_threads, self.gpu_memory_gb)
+            require_provider(dirs.det_model_dir / "inference.onnx", onnx)
+            engine = PaddleOCR(engine="onnxruntime", **onnx, **_model_kwargs(dirs), **common)
         logger.info(
             "ocr engine ready: backend=%s device=%s det=%s rec=%s threads=%d",
             self.backend,
-            self.device if self.backend == "paddle" else "cpu",
+            self.device,
             dirs.det_model_name,
             dirs.rec_model_name,
             self.cpu_threads,
@@ -189,7 +185,10 @@ class OcrStage(Stage):
             done.append(decoded)
         if pixels:
             indices = sorted(pixels)
-            for index, result in self._predict(indices, pixels, done):
+            # One predict call for the batch; if it raises, the stage base retries page by
+            # page and quarantines only a page the engine rejects alone.
+            results = self._engine.predict([pixels[i] for i in indices])
+            for index, result in zip(indices, results, strict=True):
                 lines = self._lines_from_result(result, rows[index])
                 checkboxes = self._checkboxes(pixels[index][:, :, 0], rows[index], lines)
                 done[index] = {**rows[index], "image": None, "text_source": OCR, "lines": lines,
@@ -204,32 +203,6 @@ class OcrStage(Stage):
                 )
             self._recycle_engine_if_due(len(indices))
         return done
-
-    def _predict(self, indices: list[int], pixels: dict[int, np.ndarray],
-                 done: list[dict[str, Any]]) -> list[tuple[int, Any]]:
-        """One predict call for the batch. If the engine rejects it, page by page: a page it
-        rejects is quarantined and its neighbours go through; if it rejects every page of
-        several, the engine is broken and the error propagates so Ray restarts the actor."""
-        try:
-            return list(zip(indices, self._engine.predict([pixels[i] for i in indices]), strict=True))
-        except MemoryError:
-            raise
-        except Exception as batch_error:
-            first_error = batch_error
-        results, rejected = [], []
-        for index in indices:
-            try:
-                results.append((index, self._engine.predict([pixels[index]])[0]))
-            except MemoryError:
-                raise
-            except Exception as exc:
-                rejected.append((index, exc))
-        if len(indices) > 1 and len(rejected) == len(indices):
-            raise first_error
-        for index, exc in rejected:
-            done[index] = mark_failed(done[index], self.name, "ocr_engine_rejected_page", type(exc).__name__)
-            self.counters["pages_failed"] += 1
-        return results
 
     def _checkboxes(self, gray: np.ndarray, row: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         checkboxes = page_checkboxes(gray, row["dpi"] or 150, lines)

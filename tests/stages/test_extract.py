@@ -45,6 +45,14 @@ def test_page_lines_become_entities(stage: LexiconExtractStage) -> None:
     assert [t["stage"] for t in out["timings"]] == ["extract"]
 
 
+def test_the_page_text_is_written_in_reading_order(stage: LexiconExtractStage) -> None:
+    left, right = [f"left column sentence number {i}" for i in range(3)], [f"right column line {i} of text" for i in range(3)]
+    two_columns = lines(*[cell for i in range(3) for cell in ((80, 70 + 30 * i, left[i]), (600, 70 + 30 * i, right[i]))])
+    (out,) = stage.process_batch(page_rows_to_table([row(two_columns)])).to_pylist()
+
+    assert out["text"] == "\n".join(left + right)
+
+
 def test_page_without_lines_has_no_entities(stage: LexiconExtractStage) -> None:
     (out,) = stage.process_batch(page_rows_to_table([row(None)])).to_pylist()
 

@@ -147,7 +147,8 @@ def test_a_page_the_engine_rejects_is_quarantined_and_its_neighbour_goes_through
     finally:
         stage._engine = real
     assert out[0]["error_stage"] is None and out[0]["lines"]
-    assert (out[1]["error_stage"], out[1]["error_type"]) == ("ocr", "ocr_engine_rejected_page")
+    # The batch call raised; the stage base retried page by page and quarantined the page alone.
+    assert (out[1]["error_stage"], out[1]["error_type"], out[1]["error_message"]) == ("ocr", "internal_error", "RuntimeError")
 
 
 def test_the_engine_is_rebuilt_after_n_pages_and_keeps_reading(tmp_path) -> None:

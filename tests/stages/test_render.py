@@ -312,3 +312,62 @@ def test_tiff_without_dpi_keeps_its_pixel_size(tmp_path):
     out = RenderStage().process_batch(page_rows_to_table([row])).to_pylist()[0]
     assert (out["image_width"], out["image_height"]) == (300, 200)
     assert len(out["image"]) == 300 * 200
+
+
+def test_every_hostile_case_renders_or_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    """The hostile corpus through manifest and render only (no OCR): the quick check of the
+    outcomes tests/test_hostile_corpus.py sees end to end."""
+    from pipeline.manifest import build_manifest, document_id_for
+    from pipeline.synth.hostile import write_hostile_corpus
+
+    records = tmp_path / "records"
+    cases = write_hostile_corpus(records)
+    manifest = build_manifest(records)
+    for case in cases:
+        if case.vanish:
+            (records / case.path).unlink()
+    rows = render(manifest.to_pylist())
+
+    by_page = {(row["document_id"], row["page_index"]): row for row in rows}
+    for case in cases:
+        for page_index, expected in enumerate(case.outcomes):
+            row = by_page.pop((document_id_for(case.path), page_index))
+            got = f"render:{row['error_type']}" if row["error_type"] else "rendered"
+            assert got == (expected if expected.startswith("render:") else "rendered"), case.kind
+            if got == "rendered" and row["image"] is not None:
+                assert len(row["image"]) == row["image_width"] * row["image_height"]
+    assert not by_page  # nothing listed that no case accounts for
+
+
+def test_upright_pages_from_exif_orientation_and_transparency_on_white(tmp_path: Path) -> None:
+    page = Image.new("L", (300, 100), 255)
+    ImageDraw.Draw(page).rectangle((10, 10, 60, 90), fill=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    page.rotate(90, expand=True).convert("RGB").save(tmp_path / "phone.jpg", exif=exif)
+    Image.merge("LA", (Image.new("L", page.size, 0), Image.eval(page, lambda v: 255 - v))).save(tmp_path / "la.png")
+
+    phone, alpha = render([page_row(tmp_path / "phone.jpg"), page_row(tmp_path / "la.png")])
+
+    assert (phone["image_width"], phone["image_height"]) == (300, 100)
+    pixels = np.frombuffer(phone["image"], np.uint8).reshape(100, 300)
+    assert pixels[:, :80].mean() < pixels[:, 100:].mean()  # the ink stays on the left, as on the page
+    paper = np.frombuffer(alpha["image"], np.uint8).reshape(100, 300)
+    assert paper[:, 100:].min() > 240 and paper[20:80, 20:50].max() < 20  # transparent paper is white, ink black
+
+
+def test_pdf_rotate_puts_text_boxes_on_the_page_as_shown(tmp_path: Path) -> None:
+    path = tmp_path / "rotated.pdf"
+    with pymupdf.open() as pdf:
+        page = pdf.new_page(width=612, height=792)
+        for n, (_, text) in enumerate(TEXT_LINES):
+            page.insert_text((72, 100 + 30 * n), text)
+        page.set_rotation(90)
+        pdf.save(path)
+
+    (row,) = render([page_row(path)])
+
+    assert (row["image_width"], row["image_height"]) == (1650, 1275)  # landscape, as shown
+    for line in row["lines"]:
+        x0, y0, x1, y1 = line["bbox"]
+        assert 0 <= x0 < x1 <= row["image_width"] and 0 <= y0 < y1 <= row["image_height"]

@@ -109,3 +109,28 @@ def test_build_with_a_missing_release_file_raises_naming_the_path(release_files:
 def test_opening_a_folder_without_an_index_says_how_to_build_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="medrec index build"):
         TerminologyIndex(tmp_path)
+
+
+def test_a_rebuild_embeds_only_terms_the_previous_index_lacks(release_files: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from terminology_index import embeddings
+
+    embedded: list[list[str]] = []
+
+    def fake_embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
+        embedded.append(list(texts))
+        return np.ones((len(texts), embeddings.DIMENSIONS), np.float32)
+
+    monkeypatch.setattr(embeddings, "embed", fake_embed)
+    sources = IndexSources(icd10cm_xml=str(release_files["xml"]), embed_kinds=("diagnosis",))
+    ensure_index(sources, tmp_path / "index")
+    first = set(embedded[-1])
+    grown = IndexSources(icd10cm_xml=str(release_files["xml"]), icd10cm_order_file=str(release_files["order"]),
+                         embed_kinds=("diagnosis",))
+
+    record = ensure_index(grown, tmp_path / "index")
+
+    assert first and embedded[-1] and not first & set(embedded[-1])  # only the order file's new terms
+    assert record["embedded_terms"] > len(embedded[-1])

@@ -1,0 +1,1 @@
+"""The review workbench: clinical staff confirm and correct what the pipeline doubted."""
