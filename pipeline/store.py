@@ -102,6 +102,14 @@ def input_sha(row: dict[str, Any]) -> str:
     return row["sha256"] or f"unread-{uuid.uuid4().hex}"
 
 
+def table_parts(path: Path) -> list[Path]:
+    """An output table's files, for readers that go file by file: the table itself, or the
+    part files of a table folder (`tables/<name>.parquet/part-NNNN.parquet`); none if absent."""
+    if path.is_file():
+        return [path]
+    return sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+
+
 # ----- atomic writes ----------------------------------------------------------------------------------
 
 
