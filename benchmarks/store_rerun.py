@@ -45,6 +45,9 @@ def _one_run(args: list[str]) -> None:
         "pages_in": report.pages_in,
         "conserved": report.conserved,
         "work": json.loads((out / "ledger" / "last_run.json").read_text()),
+        # Busy seconds of the stage actors on this run's pages: the per-page work, without the
+        # start-up (Ray, actor pools, models) that every run pays whatever it processes.
+        "busy_seconds": {stage: figures["busy_seconds"] for stage, figures in report.stages.items()},
     }
     print(json.dumps(figures))
 
@@ -55,7 +58,11 @@ def _run(args: list[str]) -> dict:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # The figures are the child's one JSON line; Ray may print after it on the way out.
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{"wall_seconds"')]
+    if not lines:
+        raise RuntimeError(f"run printed no figures: {done.stdout[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def _corpus(root: Path, pages: int, born_digital: bool) -> Path:
@@ -121,9 +128,15 @@ def run_bench(pages: int, results: Path, overrides: list[str]) -> dict:
                                "terminology": terminology["driver_cpu_seconds"],
                                "digital_n": memory_n["driver_cpu_seconds"],
                                "digital_10n": memory_10n["driver_cpu_seconds"]},
+        "full_busy_seconds": full["busy_seconds"],
+        "terminology_rerun_busy_seconds": terminology["busy_seconds"],
         "all_conserved": all(r["conserved"] for r in (full, unchanged, terminology, memory_n, memory_10n)),
     }
     shutil.rmtree(work, ignore_errors=True)
+    # What the ratio tends to as pages grow: the full run's busy seconds per page over the
+    # terminology re-run's (its start-up is fixed, its per-page work is extraction onward).
+    full_busy, rerun_busy = sum(full["busy_seconds"].values()), sum(terminology["busy_seconds"].values())
+    figures["busy_ratio_full_over_terminology_rerun"] = round(full_busy / rerun_busy, 1) if rerun_busy else None
     figures["goals"] = {
         "full_over_terminology_rerun >= 10": figures["full_over_terminology_rerun"] >= GOALS["full_over_terminology_rerun_min"],
         "nothing_changed_over_full <= 0.10": figures["nothing_changed_over_full"] <= GOALS["nothing_changed_over_full_max"],
@@ -140,6 +153,10 @@ def render(figures: dict) -> str:
         ("re-run, terminology changed", f"full is {figures['full_over_terminology_rerun']} x this "
          f"(OCR pages {figures['terminology_rerun_ocr_pages']}, extracted {figures['terminology_rerun_extract_pages']})",
          f"{figures['terminology_rerun_seconds']} s"),
+        ("stage busy seconds, full / terminology re-run (the ratio as pages grow)",
+         f"{figures['busy_ratio_full_over_terminology_rerun']} x",
+         f"{round(sum(figures['full_busy_seconds'].values()), 1)} s / "
+         f"{round(sum(figures['terminology_rerun_busy_seconds'].values()), 1)} s"),
         ("driver peak RSS, N born-digital", f"{figures['pages_digital_n']} pages", f"{figures['driver_peak_mib_digital_n']} MiB"),
         ("driver peak RSS, 10N born-digital", f"{figures['pages_digital_10n']} pages "
          f"({figures['driver_peak_10n_over_n']} x N)", f"{figures['driver_peak_mib_digital_10n']} MiB"),

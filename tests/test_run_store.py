@@ -231,8 +231,10 @@ def test_a_two_node_cluster_writes_one_output_folder(reference, tmp_path):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()  # the module's local Ray: this test's driver joins the two-node cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    # Two logical CPUs a node: the local_cpu profile's pools take 1.9 of them, and on 1-CPU nodes
+    # the manifest read and render tasks (0.1 each) found no node with room left.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address)
