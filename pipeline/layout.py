@@ -428,7 +428,8 @@ def join_stacked_fields(rows: list[Row]) -> list[Row]:
     while i < len(rows):
         labels = rows[i]
         values = rows[i + 1] if i + 1 < len(rows) else None
-        if values is None or not _is_label_row(labels) or _is_label_row(values) or not _below(labels, values):
+        if values is None or _is_label_row(values) or not _below(labels, values) or not (
+                _is_label_row(labels) or _is_single_field(labels, values)):
             out.append(labels)
             i += 1
             continue
@@ -437,15 +438,37 @@ def join_stacked_fields(rows: list[Row]) -> list[Row]:
     return out
 
 
+def _is_single_field(label: Row, value: Row) -> bool:
+    """One capitalised label over one short value that starts under it ("PATIENT NAME" over
+    "HERMAN, THERON"): a field of its own box. A heading over a sentence, a list item or a
+    row of cells is not one."""
+    if len(label.lines) != 1 or len(value.lines) != 1 or not _LABEL.match(label.lines[0].text.strip()):
+        return False
+    head, line = label.lines[0], value.lines[0]
+    text = line.text.strip()
+    char_width = (head.bbox[2] - head.bbox[0]) / max(len(head.text), 1)
+    return (abs(line.bbox[0] - head.bbox[0]) <= 2 * char_width and len(text.split()) <= 6
+            and not text.endswith(".") and not re.match(r"[-•*·]", text)
+            and not _LABEL.match(text))  # a heading under a heading ("CLINICAL NOTE" / "CHIEF COMPLAINT")
+
+
 def _below(labels: Row, values: Row) -> bool:
-    pitch = labels.bbox[3] - labels.bbox[1]
-    return 0 <= values.bbox[1] - labels.bbox[3] <= 1.5 * pitch
+    # Centres, not edges: on a scan OCR boxes are padded, and a value's box may reach up
+    # into its label's.
+    pitch = median(line.bbox[3] - line.bbox[1] for line in labels.lines)
+    drop = _centre_y(values) - _centre_y(labels)
+    return 0.6 * pitch <= drop <= 2.5 * pitch
+
+
+def _centre_y(row: Row) -> float:
+    return median((line.bbox[1] + line.bbox[3]) / 2 for line in row.lines)
 
 
 def _stack(labels: Row, values: Row) -> list[OcrLine]:
     heads = sorted(labels.lines, key=lambda line: line.bbox[0])
-    starts = [line.bbox[0] for line in heads[1:]]
     char_width = median((line.bbox[2] - line.bbox[0]) / max(len(line.text), 1) for line in heads)
+    # A value printed in the same box may start a little left of its label (scan skew, box padding).
+    starts = [line.bbox[0] - char_width for line in heads[1:]]
     pieces: dict[int, list[tuple[str, OcrLine]]] = {}
     for line in sorted(values.lines, key=lambda line: line.bbox[0]):
         for column, piece in enumerate(split_line(line, starts, char_width)):

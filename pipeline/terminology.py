@@ -53,6 +53,33 @@ _QUALIFIER_WORDS = {"unspecified", "other", "specified", "nos", "nec", "elsewher
 _STOPWORDS = {"of", "the", "and", "with", "without", "in", "to", "a", "an", "or", "by", "for", "on"}
 
 
+# Specimens a result is read from when the text names none: blood and its serum or plasma.
+# A LOINC display ends "in <specimen>" or "in <specimen> by <method>".
+_USUAL_SPECIMENS = ("blood", "serum or plasma", "serum", "plasma")
+_SPECIMEN = re.compile(r"\] (?:in|of) (?P<specimen>[^\]]+?)(?: by (?P<method>.+))?$", re.I)
+
+
+_NOT_MEASURED = re.compile(r"\[(?:Presence|Interpretation|Morphology|Identifier|Type|Appearance|Color)\]", re.I)
+
+
+def _unwritten_detail(display: str) -> float:
+    """How much a LOINC display adds that an analyte name alone does not say: another
+    specimen than blood, serum or plasma, a method, a timed collection, more words. The
+    code with least of it is the one a bare "Sodium" or "Platelets" in a chart means."""
+    penalty = 0.001 * len(display.split())
+    found = _SPECIMEN.search(display)
+    if found:
+        if found["specimen"].lower() not in _USUAL_SPECIMENS:
+            penalty += 0.02
+        if found["method"]:
+            penalty += 0.005
+    if re.search(r"\b\d+ hour\b", display):
+        penalty += 0.02
+    if _NOT_MEASURED.search(display):  # a chart's bare analyte name comes with a number
+        penalty += 0.01
+    return penalty
+
+
 def normalise_term(text: str) -> str:
     """Lower-case words only: what exact matching compares."""
     return " ".join(_TOKEN.findall(text.lower()))
@@ -212,7 +239,7 @@ class TerminologyIndex:
         for concept in exact:
             score = 1.0 if concept.billable else 0.9
             if concept.term_type == "component":  # an analyte alone names many codes: the plainest first
-                score = score * _COMPONENT_FACTOR - 0.001 * len(concept.display.split())
+                score = score * _COMPONENT_FACTOR - _unwritten_detail(concept.display)
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             f"exact:{concept.term_type}"))
         if not exact:
@@ -337,9 +364,11 @@ class TerminologyIndex:
             .to_list()
         )
         wanted = _tokens(text)
+        written = normalise_term(text)
         for hit in hits:
             concept = self._by_code.get((hit["system"], hit["code"]))
-            if concept is None:
+            # The text itself as an index term was scored by the exact match, by its term type.
+            if concept is None or normalise_term(hit["term"]) == written:
                 continue
             have = _tokens(hit["term"])
             overlap = len(wanted & have) / len(wanted | have) if have else 0.0

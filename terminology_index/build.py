@@ -107,9 +107,14 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bumped when the build reads the same files into different rows: indexes built before
+# are then rebuilt, not reused.
+BUILD_FORMAT = 2
+
+
 def index_version(sources: IndexSources) -> str:
-    """A short id of exactly which release files (by content) an index is built from."""
-    parts = [json.dumps(asdict(sources), sort_keys=True)]
+    """A short id of exactly which release files (by content) an index is built from, and how."""
+    parts = [json.dumps(asdict(sources), sort_keys=True), f"format:{BUILD_FORMAT}"]
     for name, path, _ in _release_inputs(sources):
         parts.append(f"{name}:{_fingerprint(path)}")
     for starter in ("loinc_starter.tsv", "rxnorm_starter.tsv", "icd10cm_synonyms.tsv", COMBINATIONS_FILE):
@@ -117,13 +122,20 @@ def index_version(sources: IndexSources) -> str:
     return "tix-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-def _unique(concepts: Iterable[Concept]) -> Iterator[Concept]:
-    seen: set[tuple[str, str, str]] = set()
+# When two sources give a code the same term, the stronger reading of it is kept: the
+# starter's "sodium" names 2951-2 itself (an abbreviation row), where LOINC's component
+# "Sodium" names every sodium code alike.
+_TERM_STRENGTH = {"preferred": 0, "abbreviation": 1, "inclusion": 2, "synonym": 3, "component": 4}
+
+
+def _unique(concepts: Iterable[Concept]) -> list[Concept]:
+    kept: dict[tuple[str, str, str], Concept] = {}
     for concept in concepts:
         key = (concept.system, concept.code, concept.term.lower())
-        if key not in seen:
-            seen.add(key)
-            yield concept
+        held = kept.get(key)
+        if held is None or _TERM_STRENGTH.get(concept.term_type, 5) < _TERM_STRENGTH.get(held.term_type, 5):
+            kept[key] = concept
+    return list(kept.values())
 
 
 def build_index(sources: IndexSources, output: Path, previous: Path | None = None) -> dict:

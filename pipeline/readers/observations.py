@@ -82,42 +82,45 @@ class ObservationReader:
 
     def read(self, ctx: ReadContext) -> list[Entity]:
         found = self._vitals(ctx)
-        lab = self._lab_row(ctx) or self._score(ctx)
-        if lab:
+        lab = self._lab_row(ctx)
+        read = [lab] if lab else self._scores(ctx)
+        if read:
             ctx.claimed = True
-            found.append(lab)
-        return found
+        return found + read
 
-    def _score(self, ctx: ReadContext) -> Entity | None:
+    def _scores(self, ctx: ReadContext) -> list[Entity]:
         """A scored instrument (PHQ-2, GAD-7, AUDIT-C, a fall scale) as an Observation of the
         survey category; the code stage finds its LOINC code by name."""
-        for line in ctx.row.lines:
-            match = _SCORE.match(line.text.strip())
-            if not match or _BLOOD_PRESSURE.search(line.text) or re.match(r"\s*pain\b", line.text, re.I):
+        found = []
+        for segment in label_value_segments(ctx.row):
+            text = segment.text
+            match = _SCORE.match(text)
+            if not match or _BLOOD_PRESSURE.search(text) or re.match(r"\s*pain\b", text, re.I):
                 continue
             value_group = "value" if match.group("value") else "scale_value"
             value = match.group(value_group)
             name = match.string[:match.start(value_group)].strip(" :")
             entity = new_entity("lab", name,
-                                replace(ctx, row=Row([line]), section=ctx.section or "screening"), "present")
+                                replace(ctx, row=segment, section=ctx.section or "screening"), "present")
             entity.attribute = SURVEY
             entity.value, entity.value_num, entity.unit = value, float(value), "{score}"
             known = normalise_term(entity.text) in self.lexicons.labs
             score_field(entity, "name", entity.text, STRENGTH["pattern" if known else "unknown_lab_name"])
             score_field(entity, "value", value, STRENGTH["pattern"])
-            return entity
-        return None
+            found.append(entity)
+        return found
 
     def _vitals(self, ctx: ReadContext) -> list[Entity]:
         found = []
-        for line in ctx.row.lines:
-            single = replace(ctx, row=Row([line]))
-            bp = _BLOOD_PRESSURE.search(line.text)
+        for segment in label_value_segments(ctx.row):
+            text = segment.text
+            single = replace(ctx, row=segment)
+            bp = _BLOOD_PRESSURE.search(text)
             if bp:
                 for name, value in (("systolic", bp.group(1)), ("diastolic", bp.group(2))):
                     found.append(_vital(name, bp.group(0), float(value), "mmHg", single))
             for name, pattern in _VITAL_PATTERNS:
-                match = pattern.search(line.text)
+                match = pattern.search(text)
                 if match and not (name in ("pulse", "respiratory rate") and bp and match.start() < bp.end()):
                     unit = "{score}" if name == "pain" else (
                         (match.group(2) or "").replace(" ", "") or _DEFAULT_VITAL_UNITS.get(name))
@@ -149,6 +152,29 @@ class ObservationReader:
         if entity.reference_text:
             score_field(entity, "reference_range", entity.reference_text, STRENGTH["table_row"])
         return entity
+
+
+def label_value_segments(row: Row) -> list[Row]:
+    """A row cut into label + value runs: a cell that starts with a letter opens a run, cells
+    that start with a number, and unit cells, join it. "Blood pressure | 153/96 mmHg | Height | 181.9 cm" (two
+    measures side by side, label and value in their own cells) gives two runs; a sentence
+    or "BP: 120/80" in one cell is one run."""
+    segments: list[list] = []
+    for line in row.lines:
+        text = line.text.strip()
+        if segments and (not re.match(r"[A-Za-z]", text) or ucum_code(text)):
+            segments[-1].append(line)
+        else:
+            segments.append([line])
+    return [_SegmentRow(lines) for lines in segments]
+
+
+class _SegmentRow(Row):
+    """A run of cells read as one phrase: joined by single spaces, not the column gap."""
+
+    @property
+    def text(self) -> str:
+        return " ".join(line.text.strip() for line in self.lines)
 
 
 def _vital(name: str, text: str, value: float, unit: str | None, ctx: ReadContext) -> Entity:

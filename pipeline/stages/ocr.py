@@ -242,13 +242,18 @@ class OcrStage(Stage):
         return [
             {
                 "line_id": line_id,
-                "text": kept[i][0],
+                "text": kept[i][0].translate(_HALF_WIDTH),
                 "confidence": kept[i][1],
                 "polygon": kept[i][2].tolist(),
                 "bbox": [*kept[i][2].min(axis=0).tolist(), *kept[i][2].max(axis=0).tolist()],
             }
             for line_id, i in enumerate(order)
         ]
+
+
+# PP-OCR's recognisers are trained on Chinese and English and now and then read a comma or
+# colon as its full-width form ("LEMKE，ROBERTO"); the page printed the ASCII one.
+_HALF_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
 def _model_kwargs(dirs: OcrModelDirs) -> dict[str, str]:

@@ -32,6 +32,26 @@ def test_boxed_form_labels_above_values(read) -> None:
     assert [(e.attribute, e.value) for e in of_kind(entities, "encounter")] == [("visit_date", "2019-11-02")]
 
 
+def test_a_scanned_form_whose_value_boxes_reach_into_their_labels(read) -> None:
+    # Padded OCR boxes: each value's box starts above its label's bottom edge and a little
+    # left of its label; the name has a box of its own.
+    lines = draw((100, [(80, "PATIENT NAME")]),
+                 (114, [(76, "OKAFOR, ADAEZE")]),
+                 (150, [(80, "DATE OF BIRTH"), (420, "SEX")]),
+                 (166, [(72, "1961-09-03"), (412, "Female")]))
+
+    assert fields(read(lines)) == {"name": "ADAEZE OKAFOR", "birth_date": "1961-09-03", "sex": "female"}
+
+
+def test_a_heading_over_a_sentence_or_a_heading_stays_a_heading(read) -> None:
+    lines = column("CLINICAL NOTE", "CHIEF COMPLAINT", "Cough.", "ALLERGIES", "Penicillin")
+
+    entities = read(lines)
+
+    assert not of_kind(entities, "demographic")
+    assert [(a.text, a.section) for a in of_kind(entities, "allergy")] == [("Penicillin", "allergies")]
+
+
 @pytest.mark.parametrize("written, iso", [
     ("Sep 3, 1961", "1961-09-03"), ("3 September 1961", "1961-09-03"), ("1961-09-03", "1961-09-03"),
     ("09/03/1961", "1961-09-03"), ("03-Sep-1961", "1961-09-03"), ("03.09.1961", "1961-03-09"),  # US order first

@@ -34,3 +34,20 @@ def test_form_vitals_under_their_labels(read) -> None:
     vitals = {v.attribute: v.value_num for v in of_kind(read(lines), "vital")}
 
     assert vitals == {"pulse": 64, "respiratory rate": 18, "weight": 71.5}
+
+
+def test_two_measures_side_by_side_each_label_in_its_own_cell(read) -> None:
+    # "Measure | Value | Measure | Value": every label and every value is a cell of its own.
+    lines = draw((60, [(80, "VITAL SIGNS")]),
+                 (100, [(80, "Measure"), (330, "Value"), (560, "Measure"), (810, "Value")]),
+                 (128, [(80, "Blood pressure"), (330, "131/84 mmHg"), (560, "Height"), (810, "167.2 cm")]),
+                 (156, [(80, "Pulse"), (330, "72"), (430, "/min"), (560, "Temp"), (810, "37.1"), (880, "C")]),
+                 (184, [(80, "Pain"), (330, "2/10"), (560, "GAD-7 score"), (810, "5")]))
+
+    entities = read(lines)
+
+    vitals = {v.attribute: v.value_num for v in of_kind(entities, "vital")}
+    assert vitals == {"systolic": 131, "diastolic": 84, "height": 167.2, "pulse": 72, "temperature": 37.1, "pain": 2}
+    assert [(s.text, s.value_num) for s in of_kind(entities, "lab")] == [("GAD-7 score", 5)]
+    height = next(v for v in of_kind(entities, "vital") if v.attribute == "height")
+    assert height.text == "Height 167.2 cm"  # its own two cells, not the row

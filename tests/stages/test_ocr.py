@@ -225,3 +225,13 @@ def test_a_text_layer_page_without_pixels_has_no_check_boxes(stage: OcrStage) ->
     (row,) = stage.process_batch(batch).to_pylist()
 
     assert row["checkboxes"] is None and row["lines"] == text_lines
+
+
+def test_full_width_punctuation_the_recogniser_emits_is_read_as_printed(stage: OcrStage) -> None:
+    box = [[10, 10], [200, 10], [200, 40], [10, 40]]
+    result = {"rec_texts": ["LEMKE，ROBERTO", "MRN：0a53f662"], "rec_scores": [0.98, 0.97],
+              "rec_polys": [box, [[10, 50], [200, 50], [200, 80], [10, 80]]]}
+
+    lines = stage._lines_from_result(result, page_row(0))
+
+    assert [line["text"] for line in lines] == ["LEMKE,ROBERTO", "MRN:0a53f662"]

@@ -134,3 +134,49 @@ def test_a_rebuild_embeds_only_terms_the_previous_index_lacks(release_files: dic
 
     assert first and embedded[-1] and not first & set(embedded[-1])  # only the order file's new terms
     assert record["embedded_terms"] > len(embedded[-1])
+
+
+# An analyte named alone -------------------------------------------------------------------
+
+LOINC_TABLE_COLUMNS = "loinc_num\tlong_common_name\tshortname\tcomponent\tproperty\ttime_aspct\tsystem\tscale_typ\tclasstype\tstatus"
+# One analyte the starter set knows (sodium) and one it does not (ferritin), each measured in
+# several specimens, as a LOINC table lists them.
+ANALYTE_ROWS = [
+    ("12907-2", "Sodium [Moles/volume] in Red Blood Cells", "Sodium RBC-sCnc", "Sodium", "RBC"),
+    ("2947-0", "Sodium [Moles/volume] in Blood", "Sodium Bld-sCnc", "Sodium", "Bld"),
+    ("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "Sodium SerPl-sCnc", "Sodium", "Ser/Plas"),
+    ("10001-1", "Ferritin [Mass/volume] in Body fluid", "Ferritin Fld-mCnc", "Ferritin", "Body fld"),
+    ("10002-9", "Ferritin [Presence] in Serum or Plasma", "Ferritin SerPl Ql", "Ferritin", "Ser/Plas"),
+    ("10003-7", "Ferritin [Mass/time] in 24 hour Urine", "Ferritin 24h Ur-mRate", "Ferritin", "Urine"),
+    ("10004-5", "Ferritin [Mass/volume] in Serum or Plasma by Immunoassay", "Ferritin SerPl IA-mCnc", "Ferritin",
+     "Ser/Plas"),
+    ("10005-2", "Ferritin [Mass/volume] in Serum or Plasma", "Ferritin SerPl-mCnc", "Ferritin", "Ser/Plas"),
+]
+
+
+@pytest.fixture
+def analyte_index(release_files: dict[str, Path], tmp_path: Path) -> TerminologyIndex:
+    table = tmp_path / "loinc_table.tsv"
+    table.write_text("\n".join([LOINC_TABLE_COLUMNS] + [
+        f"{code}\t{name}\t{short}\t{component}\tSCnc\tPt\t{system}\tQn\t1\tACTIVE"
+        for code, name, short, component, system in ANALYTE_ROWS]) + "\n", encoding="utf-8")
+    sources = IndexSources(icd10cm_xml=str(release_files["xml"]), loinc_table=str(table))
+    build_index(sources, tmp_path / "index")
+    return TerminologyIndex(tmp_path / "index")
+
+
+def test_the_starter_code_of_an_analyte_outranks_the_release_codes_that_share_its_name(
+        analyte_index: TerminologyIndex) -> None:
+    # The release's component "Sodium" names all three codes; the starter's row names one.
+    top = analyte_index.candidates("lab", "Sodium")[0]
+
+    assert (top.code, top.score) == ("2951-2", 1.0)
+
+
+def test_an_analyte_alone_codes_to_its_plain_blood_or_serum_measurement(analyte_index: TerminologyIndex) -> None:
+    # Not another specimen, not a timed collection, not a presence test, not a named method.
+    ranked = [c.code for c in analyte_index.candidates("lab", "Ferritin", k=5)]
+
+    assert ranked[0] == "10005-2"
+    assert ranked.index("10004-5") < ranked.index("10001-1")
+    assert ranked.index("10004-5") < ranked.index("10002-9")
