@@ -259,6 +259,7 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
         entity_counts: Counter[str] = Counter(entities.column("kind").to_pylist())
         entity_counts["requires_review"] = sum(bool(v) for v in entities.column("requires_review").to_pylist())
         entity_counts["documents_held_back"] = held_back
+        # A held-back document's entities stay in the entities table, flagged, and out of FHIR.
         entities = entities.filter(pa.array([DOCUMENT_HELD_BACK not in (flags or [])
                                              for flags in entities.column("flags").to_pylist()], pa.bool_()))
         patients = sorted(set(entities.column("patient_key").to_pylist()))
