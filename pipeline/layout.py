@@ -448,7 +448,7 @@ def _is_single_field(label: Row, value: Row) -> bool:
     text = line.text.strip()
     char_width = (head.bbox[2] - head.bbox[0]) / max(len(head.text), 1)
     return (abs(line.bbox[0] - head.bbox[0]) <= 2 * char_width and len(text.split()) <= 6
-            and not text.endswith(".") and not re.match(r"[-•*·]", text)
+            and not text.endswith((".", ":")) and not re.match(r"[-•*·]", text)
             and not _LABEL.match(text))  # a heading under a heading ("CLINICAL NOTE" / "CHIEF COMPLAINT")
 
 

@@ -60,7 +60,9 @@ _SECTION_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
                                      "laboratory data", "pertinent labs"),
     ("procedures", "procedures"): ("procedures", "procedures performed", "operations"),
     ("family history", "family"): ("family history", "fhx", "fh", "family hx"),
-    ("social history", "narrative"): ("social history", "shx", "sh", "social hx"),
+    # Smoking, alcohol, work and home: FHIR records these as social-history Observations, not
+    # as the patient's conditions.
+    ("social history", "social"): ("social history", "shx", "sh", "social hx"),
     ("hospital course", "narrative"): ("hospital course", "brief hospital course"),
 }
 SECTIONS: dict[str, tuple[str, str]] = {name: section for section, names in _SECTION_NAMES.items() for name in names}
@@ -115,6 +117,14 @@ class LexiconExtractor:
             text = row.text.strip()
             if not text:
                 continue
+            if PAGE_FURNITURE.search(text):
+                # A running header or footer ("Page 1 of 2", a signature line) ends the section
+                # above it: it is no item of that list. Its fields are still read.
+                read_pending()
+                section, role = heading = ("", "preamble")
+                pending.append((row, text))
+                read_pending()
+                continue
             header = self._section_header(row, role)
             if header is not None:
                 read_pending()
@@ -132,7 +142,7 @@ class LexiconExtractor:
             if not bullet and (section, role) != heading and section.startswith(_LIST_OF):
                 read_pending()
                 section, role = heading  # the lead-in's list ended with the first unbulleted row
-            if pending and not bullet and (role in NARRATIVE_ROLES or (role in LIST_ROLES and text[:1].islower())):
+            if pending and not bullet and (role in NARRATIVE_ROLES or (role in _WRAPPING_ROLES and text[:1].islower())):
                 pending.append((row, text))  # the paragraph, or the wrapped list item, goes on
                 continue
             read_pending()
@@ -198,8 +208,14 @@ class LexiconExtractor:
 
 
 LIST_ROLES = frozenset({"diagnoses", "medications", "allergies", "procedures"})
+# Where a row that starts in lower case continues the item above (a wrapped list item, or a
+# sentence under a heading no reader knows).
+_WRAPPING_ROLES = LIST_ROLES | {"other"}
+# Page furniture: a page count, a signature box, or a signature with its date at the end of the row
+# (OCR may glue it to the name before: "MDSigned: 2021-07-02").
+PAGE_FURNITURE = re.compile(r"\bpage \d+ (?:of|/) \d+\b|\bsignature\b|signed\b(?: by| on)?:?.*\d{2,4}\s*$", re.I)
 # Narrative sections are read a paragraph at a time; list sections an item (row) at a time.
-NARRATIVE_ROLES = frozenset({"narrative", "family"})
+NARRATIVE_ROLES = frozenset({"narrative", "family", "social"})
 _HEADING_PARTS = re.compile(r"\s*(?:/|&|\band\b)\s*")
 _HEADING_WORDS = re.compile(r"^[A-Z][A-Z /&-]{2,60}$")
 _LIST_OF = "list of "

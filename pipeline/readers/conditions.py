@@ -33,6 +33,9 @@ SEMANTIC_TAG = re.compile(
     r"assessment scale|tumor staging|attribute|occupation|ethnic group|life style|religion/philosophy|"
     r"physical force|organism|cell|cell structure|geographic location|racial group)\)", re.I)
 MAX_ITEM_WORDS = 10
+# An item that says the list is empty ("None", "None documented", "No active problems").
+_NOTHING_LISTED = re.compile(r"^(?:none|nil|n/?a|no (?:active |known |current )?(?:problems?|diagnos[ie]s|conditions?))"
+                             r"(?: (?:documented|recorded|known|reported))?\W*$", re.I)
 
 _DIAGNOSIS_STATUS = re.compile(r"\s*[(\[,-]?\s*\b(resolved|in remission|remote|inactive|active|chronic|controlled|"
                                r"stable)\b\s*[)\]]?\s*$", re.I)
@@ -92,6 +95,10 @@ class ConditionReader:
         if ctx.role in ("narrative", "family"):
             listed, rest = self._narrative_lists(ctx)
             return listed + self._spot(rest, ctx)
+        if ctx.role in ("other", "preamble") and prose:
+            # A sentence that lists conditions after a trigger ("has a history of A, B and C")
+            # says what they are under any heading, or none.
+            return self._narrative_lists(ctx)[0]
         return []
 
     def _narrative_lists(self, ctx: ReadContext) -> tuple[list[Entity], str]:
@@ -140,6 +147,8 @@ class ConditionReader:
         trigger = LEADING_TRIGGER.match(name)
         prefix = trigger.group("trigger") if trigger else ""
         name = clean_condition(name[len(prefix):])
+        if _NOTHING_LISTED.match(name):
+            return []
         assertion = assertion_of(prefix, ctx.role)
         entity = new_entity("diagnosis", name, ctx, assertion)
         stated = status_match.group(1).lower() if status_match and status_match.start() > 0 else None

@@ -96,7 +96,7 @@ class MedicationReader:
     def read(self, ctx: ReadContext) -> list[Entity]:
         if ctx.role == "allergies" or not ctx.text:
             return []
-        if ctx.role in ("narrative", "family"):
+        if ctx.role in ("narrative", "family", "social"):
             return self._in_prose(ctx)
         listed = ctx.role == "medications"
         # An inline list ("a 10 mg tab; b 5 mg tab") is one medication per part.

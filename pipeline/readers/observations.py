@@ -93,22 +93,27 @@ class ObservationReader:
         survey category; the code stage finds its LOINC code by name."""
         found = []
         for segment in label_value_segments(ctx.row):
-            text = segment.text
-            match = _SCORE.match(text)
-            if not match or _BLOOD_PRESSURE.search(text) or re.match(r"\s*pain\b", text, re.I):
-                continue
-            value_group = "value" if match.group("value") else "scale_value"
-            value = match.group(value_group)
-            name = match.string[:match.start(value_group)].strip(" :")
-            entity = new_entity("lab", name,
-                                replace(ctx, row=segment, section=ctx.section or "screening"), "present")
-            entity.attribute = SURVEY
-            entity.value, entity.value_num, entity.unit = value, float(value), "{score}"
-            known = normalise_term(entity.text) in self.lexicons.labs
-            score_field(entity, "name", entity.text, STRENGTH["pattern" if known else "unknown_lab_name"])
-            score_field(entity, "value", value, STRENGTH["pattern"])
-            found.append(entity)
+            # Scores listed inline: "Morse Fall Scale: 30; PHQ-2 score: 1; DAST-10 score: 0".
+            for text in re.split(r"\s*;\s*", segment.text):
+                entity = self._score(text, replace(ctx, row=segment, section=ctx.section or "screening"))
+                if entity:
+                    found.append(entity)
         return found
+
+    def _score(self, text: str, ctx: ReadContext) -> Entity | None:
+        match = _SCORE.match(text)
+        if not match or _BLOOD_PRESSURE.search(text) or re.match(r"\s*pain\b", text, re.I):
+            return None
+        value_group = "value" if match.group("value") else "scale_value"
+        value = match.group(value_group)
+        name = match.string[:match.start(value_group)].strip(" :")
+        entity = new_entity("lab", name, ctx, "present")
+        entity.attribute = SURVEY
+        entity.value, entity.value_num, entity.unit = value, float(value), "{score}"
+        known = normalise_term(entity.text) in self.lexicons.labs
+        score_field(entity, "name", entity.text, STRENGTH["pattern" if known else "unknown_lab_name"])
+        score_field(entity, "value", value, STRENGTH["pattern"])
+        return entity
 
     def _vitals(self, ctx: ReadContext) -> list[Entity]:
         found = []

@@ -48,3 +48,25 @@ def test_semantic_tags_and_clauses_are_not_part_of_the_name() -> None:
     assert clean_condition("Sprain of wrist (disorder)") == "Sprain of wrist"
     assert clean_condition("a cough that started last week") == "cough"
     assert clean_condition("Fracture of radius (left)") == "Fracture of radius (left)"
+
+
+def test_a_history_list_under_a_heading_no_reader_knows_is_still_read(read) -> None:
+    lines = column("INTAKE SUMMARY", "Mr Osei is a retired baker who has a history of plantar fasciitis and chronic",
+                   "tinnitus. Seen today for review.")
+
+    assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["plantar fasciitis", "chronic tinnitus"]
+
+
+def test_social_history_is_not_a_list_of_conditions(read) -> None:
+    lines = column("SOCIAL HISTORY", "She is a current smoker with a history of heavy alcohol use and lives alone.",
+                   "PROBLEM LIST", "Gout")
+
+    assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["Gout"]
+
+
+def test_page_furniture_and_an_empty_list_are_no_conditions(read) -> None:
+    lines = column("PROBLEM LIST", "None documented", "Attending: R. Mensah, MDSigned: 2021-02-06",
+                   "St. Brigid Clinic   Page 1 of 2", "ASSESSMENT", "Gout", "PROVIDER SIGNATURE:   DATE:",
+                   "Dr. R. Mensah   06/02/2021", "Mensah Clinic Form 7   Page 2 of 2")
+
+    assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["Gout"]

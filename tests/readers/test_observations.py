@@ -51,3 +51,10 @@ def test_two_measures_side_by_side_each_label_in_its_own_cell(read) -> None:
     assert [(s.text, s.value_num) for s in of_kind(entities, "lab")] == [("GAD-7 score", 5)]
     height = next(v for v in of_kind(entities, "vital") if v.attribute == "height")
     assert height.text == "Height 167.2 cm"  # its own two cells, not the row
+
+
+def test_scores_listed_inline_are_each_an_observation(read) -> None:
+    lines = column("Screening:", "Braden scale: 18; EPDS score: 9; PHQ-9 score: 4")
+
+    assert [(s.text, s.value_num) for s in of_kind(read(lines), "lab")] == [
+        ("Braden scale", 18), ("EPDS score", 9), ("PHQ-9 score", 4)]
