@@ -191,7 +191,7 @@ def stage_completion_times(pages_table: Path, stages: dict[str, dict]) -> dict[s
     """Seconds after the graph started at which each stage finished each page, read back from
     the written pages table after the run (for the plot; the run itself keeps only sums)."""
     ended: dict[str, list[float]] = {}
-    for batch in pq.ParquetFile(pages_table).iter_batches(columns=["timings"]):
+    for batch in pq.read_table(pages_table, columns=["timings"]).to_batches():  # a file or a folder of parts
         for timings in batch.column("timings").to_pylist():
             for timing in timings or []:
                 ended.setdefault(timing["stage"], []).append(timing["ended"])

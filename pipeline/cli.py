@@ -2,7 +2,8 @@
 
   medrec synth output=DIR n_documents=N seed=S [include_bad_files=true] [synth_style=printed|noisy] [hard_cases=true]
   medrec manifest input=DIR output=FILE.parquet [facility_id=ID]
-  medrec run input=DIR_OR_MANIFEST output=DIR [ocr.…=… resources.…=…]
+  medrec run input=DIR_OR_MANIFEST output=DIR [--dry-run] [ocr.…=… resources.…=…]
+  medrec status OUT [input=DIR_OR_MANIFEST] [overrides ...]   # what a run would process, per stage, and why
   medrec demo [output=DIR n_documents=N]
   medrec index build [sources=embedded|shared] [output=DIR] [terminology.sources.loinc_table=FILE ...]
   medrec evaluate input=GOLD_DIR output=RUN_DIR
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from pipeline.offline import use_offline_environment
 
-COMMANDS = ("synth", "manifest", "run", "demo", "index", "evaluate", "plan", "models", "bench", "review",
+COMMANDS = ("synth", "manifest", "run", "status", "demo", "index", "evaluate", "plan", "models", "bench", "review",
             "apply-review", "review-user", "deidentify")
 
 
@@ -243,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "bench":
         return _bench(overrides)
+    if command == "status" or "--dry-run" in overrides:
+        from pipeline.run import status
+
+        if command == "status" and overrides and "=" not in overrides[0]:
+            overrides[0] = f"output={overrides[0]}"  # `medrec status OUT`
+        print(status(load_config([o for o in overrides if o != "--dry-run"])))
+        return 0
     if command == "deidentify":
         return _deidentify(load_config(_deidentify_overrides(overrides)))
 

@@ -25,6 +25,9 @@ class _Strict(BaseModel):
 class OcrConfig(_Strict):
     backend: Literal["paddle_onnx", "paddle"]
     model_dir: str
+    # paddle_onnx: folder of the PP-OCRv6 ONNX files model_dir is built from; None: the rapidocr wheel's.
+    # A site stages a newer model release here; the store then OCRs pages again (its fingerprint changed).
+    source_dir: str | None = None
     det_limit_side_len: int = Field(960, ge=320, le=6000)
     # paddle backend only: paddlepaddle-gpu with official model dirs staged locally.
     device: str = "cpu"  # PaddleOCR device string; under Ray `gpu:0` is the GPU Ray assigned
@@ -177,6 +180,8 @@ class WriterConfig(_Strict):
     pipeline_version_tag: str = "medrec"
     fhir_recorded: str = "1970-01-01T00:00:00Z"
     progress: bool = True
+    # Output part files per table and FHIR type, by patient: new documents rewrite only their patients' parts.
+    patient_shards: int = Field(8, ge=1, le=65536)
 
 
 class RenderConfig(_Strict):

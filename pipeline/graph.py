@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, Mapping
 
+import pyarrow as pa
 import ray.data
 
 from pipeline.manifest_source import ManifestDatasource
@@ -12,7 +13,7 @@ from pipeline.config import ExtractConfig, MedrecConfig, OcrConfig, PoolConfig, 
 from pipeline.llm.engines import OpenAIEngine, VllmEngine, require_local_model, vllm_engine_kwargs, vllm_sampling_kwargs
 from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
-from pipeline.placement import GpuLayout, Placement, layout_for_plan, reserve
+from pipeline.placement import GpuLayout, Placement, SlotAssigner, layout_for_plan, reserve
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
 from pipeline.ray_adapter import LedgerClient, apply_stage
 from pipeline.stages.base import Resources, Stage
@@ -23,6 +24,8 @@ from pipeline.stages.extract_llm import LlmExtractStage
 from pipeline.stages.ocr import OcrStage
 from pipeline.stages.render import RenderStage
 from pipeline.stages.validate import ValidateStage
+from pipeline.store import Fingerprints
+from pipeline.store_writes import commit_ocr_batch, commit_page_batch, read_stored_ocr
 
 
 def staged_ocr_dirs(ocr: OcrConfig) -> OcrModelDirs | None:
@@ -71,6 +74,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 max_file_bytes=cfg.render.max_file_bytes, min_text_layer_chars=cfg.render.min_text_layer_chars,
                 max_image_pixels=cfg.render.max_image_pixels, resources=tasks),
         partial(OcrStage, model_dir=str(expand(cfg.ocr.model_dir)), cpu_threads=res.ocr.threads,
+                source_dir=str(expand(cfg.ocr.source_dir)) if cfg.ocr.source_dir else None,
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
                 rec_batch_size=cfg.ocr.rec_batch_size, gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor,
@@ -138,17 +142,11 @@ def vllm_sizes(extract: VllmExtractConfig, plan: Plan | None) -> dict:
     return sizes
 
 
-def build_graph(cfg: MedrecConfig, manifest_path: str) -> ray.data.Dataset:
-    """The lazy dataset of validated page rows; nothing runs until it is consumed."""
-    # Blocks of one OCR batch let every OCR actor start on its own pages at once.
-    source = ManifestDatasource(manifest_path, rows_per_block=cfg.resources.ocr.batch_size)
-    dataset = ray.data.read_datasource(source, num_cpus=cfg.resources.tasks.cpus)
+def _pools_and_ledger(cfg: MedrecConfig) -> tuple[Mapping[str, SlotAssigner], LedgerClient]:
+    """The GPU plan's placed pools (none on a CPU profile) and the run's one attempts ledger
+    (pages that kill workers), which every stage of the graph shares."""
     placement = place_gpu_pools(cfg)
-    placed = placement.assigners if placement is not None else {}
-    ledger = LedgerClient.create(cfg.faults.max_worker_deaths)  # one for the run: pages that kill workers
-    for factory in stage_factories(cfg):
-        dataset = apply_stage(dataset, factory, placed, ledger)
-    return dataset
+    return (placement.assigners if placement is not None else {}), LedgerClient.create(cfg.faults.max_worker_deaths)
 
 
 def gpu_layout(cfg: MedrecConfig) -> GpuLayout | None:
@@ -164,3 +162,32 @@ def place_gpu_pools(cfg: MedrecConfig) -> Placement | None:
     """Reserve the cards of the GPU plan on the running Ray cluster (one bundle per card)."""
     layout = gpu_layout(cfg)
     return reserve(layout) if layout is not None else None
+
+
+OCR_STAGES = 2  # render and ocr lead `stage_factories`; their output is stored and reused
+
+
+def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: str | None,
+                      ocr_stored: pa.Table) -> ray.data.Dataset:
+    """The graph of a store run: pages to OCR (render, OCR, committed to the store) and pages
+    whose OCR is stored, then extraction onward, each batch committed by the worker that
+    validated it. Yields one small summary row per committed batch."""
+    factories = stage_factories(cfg)
+    placed, ledger = _pools_and_ledger(cfg)
+    tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus, zero_copy_batch=True)
+    sources = []
+    if to_ocr is not None:
+        dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
+                                           num_cpus=cfg.resources.tasks.cpus)
+        for factory in factories[:OCR_STAGES]:
+            dataset = apply_stage(dataset, factory, placed, ledger)
+        # batch_size=None: one commit per block the OCR actor produced, so a kill redoes at most those.
+        sources.append(dataset.map_batches(commit_ocr_batch, fn_kwargs={"output": output, "fp": fp},
+                                           batch_size=None, **tasks))
+    if ocr_stored.num_rows:
+        sources.append(ray.data.from_arrow(ocr_stored).map_batches(
+            read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
+    dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
+    for factory in factories[OCR_STAGES:]:
+        dataset = apply_stage(dataset, factory, placed, ledger)
+    return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)

@@ -211,8 +211,9 @@ LIST_ROLES = frozenset({"diagnoses", "medications", "allergies", "procedures"})
 # Where a row that starts in lower case continues the item above (a wrapped list item, or a
 # sentence under a heading no reader knows).
 _WRAPPING_ROLES = LIST_ROLES | {"other"}
-# Page furniture: a page count, or a signature with its date at the end of the row.
-PAGE_FURNITURE = re.compile(r"\bpage \d+ (?:of|/) \d+\b|\bsigned\b(?: by| on)?:?.*\d{2,4}\s*$", re.I)
+# Page furniture: a page count, a signature box, or a signature with its date at the end of the row
+# (OCR may glue it to the name before: "MDSigned: 2021-07-02").
+PAGE_FURNITURE = re.compile(r"\bpage \d+ (?:of|/) \d+\b|\bsignature\b|signed\b(?: by| on)?:?.*\d{2,4}\s*$", re.I)
 # Narrative sections are read a paragraph at a time; list sections an item (row) at a time.
 NARRATIVE_ROLES = frozenset({"narrative", "family", "social"})
 _HEADING_PARTS = re.compile(r"\s*(?:/|&|\band\b)\s*")

@@ -5,19 +5,36 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import pipeline
 from pipeline.config import MedrecConfig, expand
-from pipeline.manifest import write_manifest
+from pipeline.incremental import fingerprints, plan_documents, plan_pages, render_status, with_input_shas
+from pipeline.manifest import build_manifest
+from pipeline.manifest_source import conform_manifest
 from pipeline.report import RunReport, write_report
-from pipeline.stages.validate import RuleEngine
-from pipeline.tables import PageTableWriter, finish_entity_tables
+from pipeline.store import (
+    LEDGER,
+    Fingerprints,
+    compact_ledger,
+    digest,
+    failpoint,
+    read_ledger,
+    read_shard_records,
+    shard_of,
+    shard_record_path,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from pipeline.store_writes import OUTPUT_TABLES, finalize_documents, merge_timing, write_shard
+from pipeline.tables import StageTiming
 from terminology_index.build import ensure_index
 
 log = logging.getLogger(__name__)
@@ -56,7 +73,8 @@ def resolve_manifest(cfg: MedrecConfig, output: Path) -> Path:
     if source.is_file() and source.suffix == ".parquet":
         return source
     manifest = output / "manifest.parquet"
-    write_manifest(source, manifest, cfg.facility_id)
+    # Renamed into place: a run killed while listing the input leaves the previous manifest.
+    write_parquet_atomic(build_manifest(source, cfg.facility_id), manifest)
     return manifest
 
 
@@ -70,7 +88,7 @@ def prepare_models(cfg: MedrecConfig) -> str:
     record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
-        dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir))
+        dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)
         if cfg.ocr.precision == "int8":
             ensure_int8_rec_dir(dirs)  # a minute of calibration, here once rather than in every actor
     else:
@@ -102,12 +120,73 @@ def init_ray(cfg: MedrecConfig) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+@dataclass
+class PageTotals:
+    """What `RunReport.build` reads from a table writer, gathered from the store's summaries."""
+
+    rows: int = 0  # pages processed (the pages table's rows over the whole output)
+
+
+@dataclass
+class StoreTotals:
+    pages: PageTotals
+    documents: list[str]
+    stage_timings: dict[str, StageTiming] = field(default_factory=dict)
+    llm_pages: Counter[str] = field(default_factory=Counter)
+    llm_output_tokens: int = 0
+    blank_pages: int = 0  # processed pages with no text and no check box
+
+
+def _consume(dataset, batch_rows) -> None:
+    """Drain a dataset of summary rows; the rows are handed over batch by batch, never collected."""
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        batch_rows(batch.to_pylist())
+
+
+def _drop_legacy_outputs(output: Path) -> None:
+    """Single-file outputs of the pre-store layout, which the part folders replace."""
+    for legacy in (output / "quarantine.parquet", *(output / "tables" / f"{n}.parquet" for n in OUTPUT_TABLES)):
+        if legacy.is_file():
+            legacy.unlink()
+    for legacy in (output / "fhir").glob("*.ndjson"):
+        if legacy.name.count(".") == 1:  # <Type>.ndjson, not <Type>.part-NNNN.ndjson
+            legacy.unlink()
+
+
+def _sweep(output: Path, records: dict[int, dict]) -> None:
+    """Remove what no shard record lists (parts of shards that no longer exist) and the
+    temporary files of killed writers, so the folder holds exactly what the manifest lists."""
+    live = {f"part-{shard:04d}" for shard in records}
+    parts = [*(output / "fhir").glob("*.part-*.ndjson"), *(output / "quarantine.parquet").glob("part-*.parquet"),
+             *(output / "tables").glob("*.parquet/part-*.parquet")]
+    for path in parts:
+        part = next(p for p in path.name.split(".") if p.startswith("part-"))
+        if part not in live:
+            path.unlink(missing_ok=True)
+    for shard in set(read_shard_records(output)) - set(records):
+        shard_record_path(output, shard).unlink(missing_ok=True)
+    # Where writers put temporary files (not a walk of the whole store: it holds a file per batch).
+    folders = [output, output / "fhir", output / "quarantine.parquet", *(output / "tables").glob("*.parquet"),
+               output / LEDGER, output / LEDGER / "entries", output / LEDGER / "shards",
+               *(output / "store" / stage for stage in ("ocr", "pages", "documents"))]
+    for tmp in (t for folder in folders for t in folder.glob(".tmp-*")):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def load_manifest(cfg: MedrecConfig, output: Path) -> pa.Table:
+    """The run's manifest with a fresh content hash for unreadable files."""
+    return with_input_shas(conform_manifest(pq.read_table(resolve_manifest(cfg, output))))
+
+
 def run_pipeline(cfg: MedrecConfig) -> RunReport:
-    """Run the whole job into `cfg.output`; returns the report that was written there."""
+    """Run the job into the store at `cfg.output`: only pages, documents and patient shards
+    whose inputs or fingerprints changed are processed; returns the report written there."""
     import ray.data
 
-    from pipeline.assemble.grouped import assemble_group
-    from pipeline.graph import build_graph, gpu_layout, gpu_plan
+    from pipeline.graph import build_store_graph, gpu_layout, gpu_plan
     from pipeline.plan import render_plan
 
     if not cfg.output:
@@ -121,80 +200,159 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         if layout is not None:
             print("  placement (one Ray bundle per card):\n" + layout.render(), flush=True)
     started = time.perf_counter()
-    manifest = resolve_manifest(cfg, output)
-    pages_in = pq.read_metadata(manifest).num_rows
+    manifest = load_manifest(cfg, output)
     index_version = prepare_models(cfg)
-    init_ray(cfg)
-    log.info("run: %d pages, terminology %s", pages_in, index_version)
-    # One-off set-up (manifest, index and model builds, Ray start) is timed apart from processing.
+    fp = fingerprints(cfg, index_version)
+    pages = plan_pages(manifest, read_ledger(output), fp)
+    log.info("run: %d pages, %d to OCR, %d to extract, terminology %s", pages.pages_in, pages.ocr.total_pages,
+             pages.extract.total_pages, index_version)
     processing_started = time.perf_counter()
     graph_started = time.time()  # epoch, the clock the stages stamp their batches with
     setup_seconds = processing_started - started
+    totals = StoreTotals(PageTotals(), [])
+    progress = _Progress(pages.extract.total_pages, cfg.writer.progress)
+    tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus)
+    to_ocr_path = output / LEDGER / "run-to-ocr.parquet"  # the read tasks' input, removed after the graph
+    if pages.extract.total_pages:
+        to_ocr = None
+        if pages.to_ocr.num_rows:
+            to_ocr = str(to_ocr_path)
+            write_parquet_atomic(pages.to_ocr, to_ocr_path)
 
-    rules = RuleEngine.from_config(cfg.validate_rules)  # the same rules the validate stage loads
-    tables = PageTableWriter(output / "tables", output / "quarantine.parquet", rules)
-    progress = _Progress(pages_in, cfg.writer.progress)
-    for batch in build_graph(cfg, str(manifest)).iter_batches(batch_format="pyarrow", batch_size=None):
-        progress.update(*tables.write_batch(batch))
-    tables.close_pages()
+        def pages_committed(rows: list[dict]) -> None:
+            for row in rows:
+                progress.update(row["pages_ok"], row["pages_failed"])
+                for timing in row["timings"]:
+                    merge_timing(totals.stage_timings, timing)
+                for source, count in row["llm_pages"] or []:
+                    totals.llm_pages[source] += count
+                totals.llm_output_tokens += row["llm_output_tokens"]
+
+        init_ray(cfg)
+        _consume(build_store_graph(cfg, str(output), fp, to_ocr, pages.ocr_stored), pages_committed)
     graph_seconds = time.perf_counter() - processing_started
 
-    assembly_input, entity_counts = finish_entity_tables(output / "tables", tables.documents, rules,
-                                                         cfg.faults.max_document_error_rate)
+    if to_ocr_path.exists():
+        to_ocr_path.unlink()
+    documents = plan_documents(manifest, read_ledger(output), fp)
+    documents_done = documents.work.total_documents
+    documents_started = time.perf_counter()
+    if documents.to_finalize:
+        init_ray(cfg)
+        finalized = ray.data.from_items(documents.to_finalize).map_batches(
+            finalize_documents, batch_size=cfg.resources.tasks.batch_size,
+            fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
+                       "max_document_error_rate": cfg.faults.max_document_error_rate}, **tasks)
+        _consume(finalized, lambda rows: failpoint("driver_documents"))
+        documents = plan_documents(manifest, read_ledger(output), fp)
+    if documents.to_finalize or documents.waiting:
+        raise RuntimeError(f"{len(documents.to_finalize) + documents.waiting} documents have no committed result "
+                           "after the run (a page left the graph uncommitted): run again to finish them")
+
     version = f"{cfg.writer.pipeline_version_tag} {pipeline.__version__}"
-    fhir_dir = output / "fhir"
-    fhir_dir.mkdir(exist_ok=True)
-    resources: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    failures = 0
-    handles = {}
-    if pq.read_metadata(assembly_input).num_rows:
-        assembled = (
-            ray.data.read_parquet(str(assembly_input))
-            .groupby("patient_key", num_partitions=cfg.resources.tasks.assembly_partitions)
-            .map_groups(assemble_group, batch_format="pyarrow",
-                        fn_kwargs={"pipeline_version": version, "terminology_version": index_version,
-                                   "recorded": cfg.writer.fhir_recorded})
-        )
-        try:
-            for batch in assembled.iter_batches(batch_format="pyarrow", batch_size=None):
-                failed_rows = []
-                for row in batch.to_pylist():
-                    if row["json"]:
-                        kind = row["resource_type"]
-                        if kind not in handles:
-                            handles[kind] = (fhir_dir / f"{kind}.ndjson").open("w", encoding="utf-8")
-                        handles[kind].write(row["json"] + "\n")
-                        resources[kind] += 1
-                    elif row["error_type"]:
-                        failed_rows.append({
-                            "facility_id": row["facility_id"], "document_id": row["document_id"],
-                            "page_index": row["page_index"], "source_uri": None, "stage": "assemble",
-                            "error_type": row["error_type"], "message": row["message"],
-                            "resource_type": row["resource_type"]})
-                    for reason, count in row["skipped"] or []:
-                        skipped[reason] += count
-                tables.quarantine.write(failed_rows)
-                failures += len(failed_rows)
-        finally:
-            for handle in handles.values():
-                handle.close()
-    tables.quarantine.close()
-    assembly_input.unlink()
-    (fhir_dir / "manifest.json").write_text(json.dumps({
+    shards_started = time.perf_counter()
+    shards = shard_plan(documents.committed, fp, cfg.writer.patient_shards)
+    records = {s: r for s, r in read_shard_records(output).items() if s in shards}
+    stale = [{"shard": s, "key": key, "documents": locations} for s, (key, locations) in sorted(shards.items())
+             if records.get(s, {}).get("key") != key]
+    _drop_legacy_outputs(output)
+    if stale:
+        # The manifest goes first: while shards are rewritten no manifest lists files that may change.
+        (output / "fhir" / "manifest.json").unlink(missing_ok=True)
+        init_ray(cfg)
+        written = ray.data.from_items(stale).map_batches(
+            write_shard, batch_size=1, fn_kwargs={"output": str(output), "pipeline_version": version,
+                                                  "terminology_version": index_version,
+                                                  "recorded": cfg.writer.fhir_recorded,
+                                                  "max_document_error_rate": cfg.faults.max_document_error_rate},
+            **tasks)
+
+        def shards_written(rows: list[dict]) -> None:
+            for row in rows:
+                records[row["shard"]] = json.loads(row["record"])
+            failpoint("driver_shards")
+
+        _consume(written, shards_written)
+    _sweep(output, records)
+    write_text_atomic(json.dumps({
         "transactionTime": cfg.writer.fhir_recorded,
         "terminology_version": index_version,
         "pipeline_version": version,
-        "output": [{"type": kind, "url": f"{kind}.ndjson", "count": count} for kind, count in sorted(resources.items())],
-    }, indent=1))
+        "output": [{"type": f["type"], "url": f["url"], "count": f["count"]}
+                   for shard in sorted(records) for f in records[shard]["files"]],
+    }, indent=1), output / "fhir" / "manifest.json")
 
+    resources: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    entity_counts: Counter[str] = Counter()
+    for record in records.values():
+        resources.update(record["resources"])
+        skipped.update(record["skipped"])
+        entity_counts.update(record["entity_counts"])
+        entity_counts.update({"flags": record["flags"], "review_queue": record["review_queue"]})
+    totals.pages.rows = sum(r["pages_ok"] for r in records.values())
+    totals.blank_pages = sum(r.get("pages_blank", 0) for r in records.values())
+    totals.documents = [e["key"] for e in documents.committed]
     report = RunReport.build(
-        pages_in=pages_in, tables=tables, entity_counts=entity_counts, resources=dict(resources),
-        resource_failures=failures, skipped=dict(skipped), wall_seconds=time.perf_counter() - started,
-        setup_seconds=setup_seconds, processing_seconds=time.perf_counter() - processing_started,
-        graph_seconds=graph_seconds, first_output_seconds=progress.first_output_s,
-        pipeline_version=version, terminology_version=index_version, output=output,
-        graph_started=graph_started, stage_workers=stage_pool_sizes(cfg),
+        pages_in=pages.pages_in, tables=totals, entity_counts=dict(entity_counts), resources=dict(resources),
+        resource_failures=sum(r["resource_failures"] for r in records.values()), skipped=dict(skipped),
+        wall_seconds=time.perf_counter() - started, setup_seconds=setup_seconds,
+        processing_seconds=time.perf_counter() - processing_started, graph_seconds=graph_seconds,
+        first_output_seconds=progress.first_output_s, pipeline_version=version, terminology_version=index_version,
+        output=output, graph_started=graph_started, stage_workers=stage_pool_sizes(cfg),
         max_page_error_rate=cfg.faults.max_page_error_rate)
     write_report(report, output)
+    write_text_atomic(json.dumps({
+        "pages_in": pages.pages_in, "ocr_pages": pages.ocr.total_pages, "ocr_reasons": dict(pages.ocr.pages),
+        "extract_pages": pages.extract.total_pages, "extract_reasons": dict(pages.extract.pages),
+        "documents_finalized": documents_done, "shards_written": len(stale),
+        "shards": len(records), "wall_seconds": round(time.perf_counter() - started, 2),
+        "seconds": {"setup_and_plan": round(setup_seconds, 2), "pages": round(graph_seconds, 2),
+                    "documents": round(shards_started - documents_started, 2),
+                    "shards": round(time.perf_counter() - shards_started, 2)},
+    }, indent=1), output / LEDGER / "last_run.json")
+    compact_ledger(output)
     return report
+
+
+def shard_plan(committed: list[dict], fp: Fingerprints, shards: int) -> dict[int, tuple[str, list[str]]]:
+    """Patient shard -> (its key: the documents it holds and the assembly fingerprint, the
+    document folders), for the documents of the current input."""
+    members: dict[int, list[dict]] = {}
+    for entry in committed:
+        members.setdefault(shard_of(entry["patient_key"], shards), []).append(entry)
+    plan = {}
+    for shard, entries in members.items():
+        entries.sort(key=lambda e: (e["facility_id"], e["document_id"]))
+        plan[shard] = (digest("shard", fp.assembly, fp.terminology, *(e["key"] for e in entries)),
+                       [e["location"] for e in entries])
+    return plan
+
+
+def status(cfg: MedrecConfig) -> str:
+    """`medrec status OUT [input=...]`: what a run would process, per stage, and why; runs nothing."""
+    from terminology_index.build import index_version
+
+    if not cfg.output:
+        raise ValueError("status needs the output folder")
+    output = expand(cfg.output)
+    if cfg.input:
+        source = expand(cfg.input)
+        table = pq.read_table(source) if source.is_file() else build_manifest(source, cfg.facility_id)
+    elif (output / "manifest.parquet").is_file():
+        table = pq.read_table(output / "manifest.parquet")
+    else:
+        raise ValueError(f"{output} has no manifest.parquet from an earlier run: pass input=FOLDER_OR_MANIFEST")
+    manifest = with_input_shas(conform_manifest(table))
+    fp = fingerprints(cfg, index_version(cfg.terminology.sources))
+    ledger = read_ledger(output)
+    pages = plan_pages(manifest, ledger, fp)
+    documents = plan_documents(manifest, ledger, fp)
+    shards = shard_plan(documents.committed, fp, cfg.writer.patient_shards)
+    records = read_shard_records(output)
+    stale = {s for s, (key, _) in shards.items() if records.get(s, {}).get("key") != key}
+    # A document processed again leaves the shard its last result went to (it may join another).
+    redone = {(document_id, reason) for reason, ids in documents.work.documents.items() for document_id in ids}
+    previous = {e["document_id"]: e["patient_key"] for e in ledger.to_pylist() if e["stage"] == "documents"}
+    stale |= {shard_of(previous[d], cfg.writer.patient_shards) for d, _ in redone if d in previous}
+    return render_status(pages, documents, len(stale), len(set(shards) | set(records)))

@@ -62,10 +62,46 @@ class DocumentSummary:
             return self.type_hint
         return self.type_votes.most_common(1)[0][0] if self.type_votes else "other"
 
+    @classmethod
+    def for_row(cls, row: dict[str, Any]) -> "DocumentSummary":
+        """An empty summary for the document of this page row (its manifest hints included)."""
+        return cls(row["facility_id"], row["source_uri"], row["media_type"], mrn_hint=row.get("mrn"),
+                   type_hint=row.get("document_type"))
+
+    def take_page(self, row: dict[str, Any], rules: RuleEngine | None
+                  ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
+        """Count one validated page row into the summary; returns its pages-table row (None when
+        failed), its staged entity rows and its quarantine row (None when healthy)."""
+        if row.get("error_stage"):
+            self.pages_failed += 1
+            return None, [], {
+                "facility_id": row["facility_id"], "document_id": row["document_id"],
+                "page_index": row["page_index"], "source_uri": row["source_uri"],
+                "stage": row["error_stage"], "error_type": row["error_type"],
+                "message": row["error_message"], "resource_type": None,
+            }
+        self.pages_ok += 1
+        if row.get("document_type_predicted"):
+            # Votes weighted by confidence: a sure title page outweighs unsure continuation pages.
+            self.type_votes[row["document_type_predicted"]] += row.get("document_type_confidence") or 0.01
+        entities = []
+        for entity in row.get("entities") or []:
+            if entity["kind"] == "demographic" and entity["attribute"] == "mrn" and entity["value"]:
+                self.mrn_votes[entity["value"]] += 1
+            entities.append({"facility_id": row["facility_id"], "document_id": row["document_id"], **entity})
+            if rules is not None:
+                self.facts.observe(Entity.from_row(entity), rules.duplicate_kinds)
+        return {name: row.get(name) for name in PAGES_TABLE_SCHEMA.names}, entities, None
+
     def patient_key(self, document_id: str) -> str:
         """Facility + MRN when the pages show one; else the document stands alone (and is flagged)."""
         mrn = self.mrn_hint or (self.mrn_votes.most_common(1)[0][0] if self.mrn_votes else None)
         return f"{self.facility_id}|mrn:{mrn}" if mrn else f"{self.facility_id}|doc:{document_id}"
+
+
+def is_blank(page: dict[str, Any]) -> bool:
+    """A processed page with no text and no check box (the back of a sheet)."""
+    return not page.get("lines") and not page.get("checkboxes")
 
 
 @dataclass
@@ -132,35 +168,18 @@ class PageTableWriter:
         pages, entities, quarantined = [], [], []
         for row in batch.to_pylist():
             summary = self.documents.setdefault(
-                (row["facility_id"], row["document_id"]), DocumentSummary(row["facility_id"], row["source_uri"], row["media_type"],
-                                                    mrn_hint=row.get("mrn"), type_hint=row.get("document_type")))
+                (row["facility_id"], row["document_id"]), DocumentSummary.for_row(row))
             for timing in row.get("timings") or []:
                 self.stage_timings.setdefault(timing["stage"], StageTiming()).add(
                     timing, failed_here=row.get("error_stage") == timing["stage"])
-            if row.get("error_stage"):
-                summary.pages_failed += 1
-                quarantined.append({
-                    "facility_id": row["facility_id"], "document_id": row["document_id"],
-                    "page_index": row["page_index"], "source_uri": row["source_uri"],
-                    "stage": row["error_stage"], "error_type": row["error_type"],
-                    "message": row["error_message"], "resource_type": None,
-                })
-                continue
-            summary.pages_ok += 1
-            self.blank_pages += int(not row.get("lines") and not row.get("checkboxes"))
-            if row.get("extract_source"):
+            self.blank_pages += int(not row.get("error_stage") and is_blank(row))
+            if row.get("extract_source") and not row.get("error_stage"):
                 self.llm_pages[row["extract_source"]] += 1
                 self.llm_output_tokens += row.get("llm_output_tokens") or 0
-            if row.get("document_type_predicted"):
-                # Votes weighted by confidence: a sure title page outweighs unsure continuation pages.
-                summary.type_votes[row["document_type_predicted"]] += row.get("document_type_confidence") or 0.01
-            for entity in row.get("entities") or []:
-                if entity["kind"] == "demographic" and entity["attribute"] == "mrn" and entity["value"]:
-                    summary.mrn_votes[entity["value"]] += 1
-                entities.append({"facility_id": row["facility_id"], "document_id": row["document_id"], **entity})
-                if self.rules is not None:
-                    summary.facts.observe(Entity.from_row(entity), self.rules.duplicate_kinds)
-            pages.append({name: row.get(name) for name in PAGES_TABLE_SCHEMA.names})
+            page, page_entities, failure = summary.take_page(row, self.rules)
+            pages += [page] if page else []
+            entities += page_entities
+            quarantined += [failure] if failure else []
         self.pages.write(pages)
         self.staged_entities.write(entities)
         self.quarantine.write(quarantined)
@@ -177,7 +196,7 @@ REVIEW_SORT_LIMIT = 1_000_000
 _ENTITY_COLUMNS = [f.name for f in ENTITY_FIELDS]
 
 
-def _document_findings(documents: dict[tuple[str, str], DocumentSummary], rules: RuleEngine | None
+def document_findings_of(documents: dict[tuple[str, str], DocumentSummary], rules: RuleEngine | None
                        ) -> dict[tuple[str, str, str], list[Finding]]:
     """Findings of the document rules over whole documents, by (facility, document, entity id);
     only entities a rule fired on."""
@@ -194,14 +213,49 @@ def _document_findings(documents: dict[tuple[str, str], DocumentSummary], rules:
 DOCUMENT_HELD_BACK = "document_held_back"
 
 
+def is_held_back(pages_ok: int, pages_failed: int, max_error_rate: float | None) -> bool:
+    """A document with good pages whose share of quarantined pages exceeds `max_error_rate`
+    (None: hold none back). A document with no good page is in quarantine already."""
+    return max_error_rate is not None and bool(pages_ok) and pages_failed / (pages_ok + pages_failed) > max_error_rate
+
+
 def held_back_documents(documents: dict[tuple[str, str], DocumentSummary],
                         max_error_rate: float | None) -> set[tuple[str, str]]:
-    """Documents with good pages whose share of quarantined pages exceeds `max_error_rate`
-    (None: hold none back). A document with no good page is in quarantine already."""
-    if max_error_rate is None:
-        return set()
-    return {key for key, d in documents.items()
-            if d.pages_ok and d.pages_failed / (d.pages_ok + d.pages_failed) > max_error_rate}
+    return {key for key, d in documents.items() if is_held_back(d.pages_ok, d.pages_failed, max_error_rate)}
+
+
+def finish_entity_row(row: dict[str, Any], document: DocumentSummary,
+                      document_findings: dict[tuple[str, str, str], list[Finding]], rules: RuleEngine | None,
+                      held: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Complete one staged entity row in place (whole-document rule flags, patient key, the
+    hold of a held-back document); returns its flags-table rows and review-queue rows."""
+    queue_rows = []
+    if held:
+        row["flags"] = sorted(set(row["flags"] or []) | {DOCUMENT_HELD_BACK})
+        row["requires_review"] = True
+    if rules is not None:
+        entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
+        key = (row["facility_id"], row["document_id"], entity.entity_id)
+        apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
+        if held:  # apply_findings recomputes the flags: the hold stays among them
+            entity.flags = sorted(set(entity.flags) | {DOCUMENT_HELD_BACK})
+            entity.requires_review = True
+        row.update(entity.to_row())
+        lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
+                   "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],
+                   "kind": row["kind"]}
+        queue_rows = [{**lineage, **item} for item in review_rows(entity, rules.by_id, rules.config.min_confidence)]
+    row["patient_key"] = document.patient_key(row["document_id"])
+    flag_rows = [{"facility_id": row["facility_id"], "document_id": row["document_id"],
+                  "page_index": row["page_index"], "entity_id": row["entity_id"],
+                  "kind": row["kind"], "flag": flag, "bbox": row["bbox"]} for flag in row["flags"] or []]
+    return flag_rows, queue_rows
+
+
+def assembly_row(row: dict[str, Any], document: DocumentSummary) -> dict[str, Any]:
+    """An entities-table row with the document context assembly needs."""
+    return {**row, "source_uri": document.source_uri, "media_type": document.media_type,
+            "document_type": document.document_type, "page_count": document.pages_ok + document.pages_failed}
 
 
 def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], DocumentSummary],
@@ -215,7 +269,7 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
     entities = _Writer(tables_dir / "entities.parquet", ENTITIES_TABLE_SCHEMA)
     flags = _Writer(tables_dir / "flags.parquet", FLAGS_TABLE_SCHEMA)
     review = _Writer(tables_dir / "review_queue.parquet", REVIEW_QUEUE_SCHEMA)
-    document_findings = _document_findings(documents, rules)
+    document_findings = document_findings_of(documents, rules)
     held_back = held_back_documents(documents, max_document_error_rate)
     assembly_path = tables_dir / "_assembly_input.parquet"
     assembly = _Writer(assembly_path, ASSEMBLY_INPUT_SCHEMA)
@@ -225,35 +279,14 @@ def finish_entity_tables(tables_dir: Path, documents: dict[tuple[str, str], Docu
         for row in batch.to_pylist():
             document = documents[(row["facility_id"], row["document_id"])]
             held = (row["facility_id"], row["document_id"]) in held_back
-            if held:
-                row["flags"] = sorted(set(row["flags"] or []) | {DOCUMENT_HELD_BACK})
-                row["requires_review"] = True
-            if rules is not None:
-                entity = Entity.from_row({name: row[name] for name in _ENTITY_COLUMNS})
-                key = (row["facility_id"], row["document_id"], entity.entity_id)
-                apply_findings(entity, document_findings.get(key, []), rules.config.min_confidence)
-                if held:  # apply_findings recomputes the flags: the hold stays among them
-                    entity.flags = sorted(set(entity.flags) | {DOCUMENT_HELD_BACK})
-                    entity.requires_review = True
-                row.update(entity.to_row())
-                lineage = {"facility_id": row["facility_id"], "document_id": row["document_id"],
-                           "page_index": row["page_index"], "bbox": row["bbox"], "entity_id": row["entity_id"],
-                           "kind": row["kind"]}
-                queue_rows += [{**lineage, **item} for item in
-                                 review_rows(entity, rules.by_id, rules.config.min_confidence)]
-            row["patient_key"] = document.patient_key(row["document_id"])
+            flag_rows_of, queue_rows_of = finish_entity_row(row, document, document_findings, rules, held)
             entity_rows.append(row)
             counts[f"{row['kind']}"] += 1
             counts["requires_review"] += int(bool(row["requires_review"]))
-            for flag in row["flags"] or []:
-                flag_rows.append({"facility_id": row["facility_id"], "document_id": row["document_id"],
-                                  "page_index": row["page_index"], "entity_id": row["entity_id"],
-                                  "kind": row["kind"], "flag": flag, "bbox": row["bbox"]})
-            if held:
-                continue
-            assembly_rows.append({**row, "source_uri": document.source_uri, "media_type": document.media_type,
-                                  "document_type": document.document_type,
-                                  "page_count": document.pages_ok + document.pages_failed})
+            flag_rows += flag_rows_of
+            queue_rows += queue_rows_of
+            if not held:
+                assembly_rows.append(assembly_row(row, document))
         entities.write(entity_rows)
         flags.write(flag_rows)
         review.write(sorted(queue_rows, key=lambda r: -r["priority"]))

@@ -43,8 +43,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, terminology_index_pat
 
 
 def _resources(out: Path, resource_type: str) -> list[dict]:
-    path = out / "fhir" / f"{resource_type}.ndjson"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    # Part files per type, sharded by patient (`<Type>.part-NNNN.ndjson`).
+    return [json.loads(line) for path in sorted((out / "fhir").glob(f"{resource_type}.*.ndjson"))
+            for line in path.read_text().splitlines()]
 
 
 def _golds(gold_dir: Path) -> list[dict]:
@@ -185,6 +186,8 @@ def test_review_queue_lists_every_flagged_entity_worst_first(finished_run):
     entities = pq.read_table(out / "tables" / "entities.parquet").to_pylist()
     flagged = {e["entity_id"] for e in entities if e["requires_review"]}
     assert {row["entity_id"] for row in queue} == flagged
-    assert [row["priority"] for row in queue] == sorted((row["priority"] for row in queue), reverse=True)
+    for part in (out / "tables" / "review_queue.parquet").glob("part-*.parquet"):  # worst first in each part
+        priorities = pq.read_table(part, columns=["priority"]).column("priority").to_pylist()
+        assert priorities == sorted(priorities, reverse=True)
     assert all(len(row["bbox"]) == 4 and row["reason"] for row in queue)
     assert report.review_queue_fields == len(queue)

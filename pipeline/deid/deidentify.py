@@ -27,6 +27,7 @@ from pipeline.deid.identifiers import IdentifiedCopy, PatientIdentifiers, read_i
 from pipeline.deid.keys import SiteKey
 from pipeline.deid.residual import ResidualReport, check_residual
 from pipeline.deid.scrub import Scrubber, build_analyzer, own_recognisers
+from pipeline.store import table_parts
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ class Deidentifier:
         is then removed where no pattern would find it ("Tyree is a 65 year-old ...").
         """
         added = 0
-        for batch in pq.ParquetFile(pages).iter_batches(batch_size=256, columns=["document_id", "lines"]):
+        batches = (b for part in table_parts(pages) for b in
+                   pq.ParquetFile(part).iter_batches(batch_size=256, columns=["document_id", "lines"]))
+        for batch in batches:
             for row in batch.to_pylist():
                 patient = self.identified.patient_of_document(row["document_id"])
                 if not patient or not row["lines"]:
@@ -409,14 +412,15 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
     identified = read_identified_copy(source)
     deid = Deidentifier(cfg, key, identified)
     target.mkdir(parents=True, exist_ok=True)
-    if cfg.scrub.harvest_names and (source / "tables" / "pages.parquet").is_file():
+    if cfg.scrub.harvest_names and table_parts(source / "tables" / "pages.parquet"):
         deid.report.names_harvested = deid.harvest_names(source / "tables" / "pages.parquet")
-    for path in sorted([*(source / "tables").glob("*.parquet"), *source.glob("quarantine.parquet")]):
-        if path.name.startswith("_"):
+    for table in sorted([*(source / "tables").glob("*.parquet"), *source.glob("quarantine.parquet")]):
+        if table.name.startswith("_"):
             continue  # staging files of a run
-        relative = path.relative_to(source)
-        deid.table(path, target / relative)
-        deid.report.files_written.append(str(relative))
+        for path in table_parts(table):  # a table folder keeps its parts (one per patient shard)
+            relative = path.relative_to(source)
+            deid.table(path, target / relative)
+            deid.report.files_written.append(str(relative))
     fhir_dir = source / "fhir"
     if fhir_dir.is_dir():
         resource_patient = _resource_patients(fhir_dir, identified)
@@ -442,7 +446,7 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
         deid.report.files_written.append("images/")
     else:
         pages = source / "tables" / "pages.parquet"
-        deid.report.changes["page_images"] += pq.ParquetFile(pages).metadata.num_rows if pages.is_file() else 0  # not copied
+        deid.report.changes["page_images"] += sum(pq.ParquetFile(p).metadata.num_rows for p in table_parts(pages))  # not copied
     for scrubber in deid._scrubbers.values():
         deid.report.changes.update(scrubber.counts)
     deid.report.residual = check_residual(source, target, identified, cfg.residual.min_chars)

@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 import pyarrow.parquet as pq
 
 from pipeline.deid.generalise import FHIR_DATE
+from pipeline.store import table_parts
 
 _WORD_START, _WORD_END = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 _DIGITS_START, _DIGITS_END = r"(?<!\d)", r"(?!\d)"
@@ -183,7 +184,7 @@ def read_identified_copy(out: Path) -> IdentifiedCopy:
     document_patient: dict[str, str] = {}
     documents: dict[str, DocumentLineage] = {}
     entities_path = out / "tables" / "entities.parquet"
-    if entities_path.is_file():
+    if table_parts(entities_path):  # a file, or a folder of patient-shard parts
         table = pq.read_table(entities_path, columns=["document_id", "patient_key", "kind", "attribute", "value"])
         for row in table.to_pylist():
             key = row["patient_key"]
@@ -193,9 +194,10 @@ def read_identified_copy(out: Path) -> IdentifiedCopy:
                 identifiers.add_demographic(row["attribute"], row["value"])
     for name in ("tables/pages.parquet", "quarantine.parquet"):
         path = out / name
-        if not path.is_file():
+        parts = table_parts(path)
+        if not parts:
             continue
-        columns = [c for c in ("facility_id", "document_id", "source_uri", "sha256", "mrn") if c in pq.read_schema(path).names]
+        columns = [c for c in ("facility_id", "document_id", "source_uri", "sha256", "mrn") if c in pq.read_schema(parts[0]).names]
         for row in pq.read_table(path, columns=columns).to_pylist():
             if row.get("document_id") is None:
                 continue

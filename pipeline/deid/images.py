@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RenderConfig
 from pipeline.stages.render import RenderStage
+from pipeline.store import table_parts
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,9 @@ def write_redacted_images(source: Path, target: Path, deid: _Redactions, render:
     stage = RenderStage(dpi=render.dpi, max_side_px=render.max_side_px, max_file_bytes=render.max_file_bytes,
                         min_text_layer_chars=render.min_text_layer_chars)
     counts: Counter[str] = Counter()
-    pages = source / "tables" / "pages.parquet"
-    if not pages.is_file():
-        return counts
-    for batch in pq.ParquetFile(pages).iter_batches(batch_size=16, columns=PAGE_COLUMNS):
+    batches = (b for part in table_parts(source / "tables" / "pages.parquet")
+               for b in pq.ParquetFile(part).iter_batches(batch_size=16, columns=PAGE_COLUMNS))
+    for batch in batches:
         for row in batch.to_pylist():
             if row["error_stage"] or not row["image_width"]:
                 counts["skipped_failed_page"] += 1

@@ -141,6 +141,11 @@ def apply_review(output: Path) -> ApplyResult:
     output = Path(output).resolve()
     review_dir, tables = output / REVIEW_DIR, output / "tables"
     entities_path = tables / "entities.parquet"
+    if entities_path.is_dir():
+        # A store output keeps its tables and FHIR as patient-shard parts, which a later run
+        # rewrites; applying decisions there is not built yet (README, Output).
+        raise NotImplementedError("apply-review writes single-file outputs only; this output keeps its tables "
+                                  "as patient-shard part folders")
     snapshot = review_dir / SNAPSHOT_FILE
     state_path = review_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from pipeline.review.store import AuditLog, DecisionLog, ItemState, item_states
+from pipeline.store import table_parts
 
 TABLES_DIR = "tables"
 QUEUE_FILE = "review_queue.parquet"
@@ -28,6 +29,11 @@ STATUSES = ("open", "done", "skipped")
 def _literal(path: Path) -> str:
     """A server-side path as a SQL string literal (paths come from the command line, not requests)."""
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def _parquet(path: Path) -> str:
+    """A table as `read_parquet`'s argument: its file, or the part files of a table folder."""
+    return "[" + ", ".join(_literal(p) for p in table_parts(path) or [path]) + "]"
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class ReviewQueue:
     def __init__(self, outputs: list[Path]):
         self.outputs = [Path(o).resolve() for o in outputs]
         for output in self.outputs:
-            if not (output / TABLES_DIR / QUEUE_FILE).is_file():
+            if not table_parts(output / TABLES_DIR / QUEUE_FILE):
                 raise FileNotFoundError(f"{output} has no {TABLES_DIR}/{QUEUE_FILE}: is it a medrec output folder?")
         self.decision_logs = [DecisionLog(o) for o in self.outputs]
         self.audit_logs = [AuditLog(o) for o in self.outputs]
@@ -86,19 +92,19 @@ class ReviewQueue:
             # A document's type: the manifest's hint, else the classifier's confidence-weighted vote.
             doc_types = (
                 f"(SELECT h.facility_id, h.document_id, coalesce(h.hint, v.voted, 'other') AS document_type FROM "
-                f"(SELECT facility_id, document_id, max(document_type) AS hint FROM read_parquet({_literal(pages)}) "
+                f"(SELECT facility_id, document_id, max(document_type) AS hint FROM read_parquet({_parquet(pages)}) "
                 f" GROUP BY ALL) h LEFT JOIN "
                 f"(SELECT facility_id, document_id, arg_max(t, w) AS voted FROM "
                 f"  (SELECT facility_id, document_id, document_type_predicted AS t, "
-                f"   sum(coalesce(document_type_confidence, 0.01)) AS w FROM read_parquet({_literal(pages)}) "
+                f"   sum(coalesce(document_type_confidence, 0.01)) AS w FROM read_parquet({_parquet(pages)}) "
                 f"   WHERE document_type_predicted IS NOT NULL GROUP BY ALL) GROUP BY ALL) v "
                 f"USING (facility_id, document_id))"
-            ) if pages.is_file() else "(SELECT NULL::VARCHAR AS facility_id, NULL::VARCHAR AS document_id, NULL::VARCHAR AS document_type WHERE FALSE)"
+            ) if table_parts(pages) else "(SELECT NULL::VARCHAR AS facility_id, NULL::VARCHAR AS document_id, NULL::VARCHAR AS document_type WHERE FALSE)"
             selects.append(
                 f"SELECT {out}::INTEGER AS out, q.*, d.document_type, "
                 "md5(concat_ws('|', q.facility_id, q.document_id, q.entity_id, q.field, coalesce(q.reason, '')))[1:16] AS item_id, "
                 "list_transform(string_split(coalesce(q.reason, ''), '; '), lambda x: trim(split_part(x, ':', 1))) AS reason_codes "
-                f"FROM read_parquet({_literal(tables / QUEUE_FILE)}) q LEFT JOIN {doc_types} d "
+                f"FROM read_parquet({_parquet(tables / QUEUE_FILE)}) q LEFT JOIN {doc_types} d "
                 "USING (facility_id, document_id)"
             )
         self._db.execute(
@@ -172,7 +178,7 @@ class ReviewQueue:
         """The item's entity row from the output's entities table."""
         path = self.outputs[out] / TABLES_DIR / ENTITIES_FILE
         rows = _dicts(self._db.cursor().execute(
-            f"SELECT * FROM read_parquet({_literal(path)}) WHERE facility_id = ? AND document_id = ? AND entity_id = ? LIMIT 1",
+            f"SELECT * FROM read_parquet({_parquet(path)}) WHERE facility_id = ? AND document_id = ? AND entity_id = ? LIMIT 1",
             [item["facility_id"], item["document_id"], item["entity_id"]]))
         return rows[0] if rows else None
 
@@ -183,7 +189,7 @@ class ReviewQueue:
         path = self.outputs[out] / TABLES_DIR / PAGES_FILE
         rows = _dicts(self._db.cursor().execute(
             "SELECT facility_id, document_id, page_index, source_uri, media_type, image_width, image_height, dpi, lines "
-            f"FROM read_parquet({_literal(path)}) WHERE facility_id = ? AND document_id = ? AND page_index = ? LIMIT 1",
+            f"FROM read_parquet({_parquet(path)}) WHERE facility_id = ? AND document_id = ? AND page_index = ? LIMIT 1",
             [facility_id, document_id, page_index]))
         return rows[0] if rows else None
 

@@ -78,8 +78,12 @@ def test_codes_and_values_equal_the_identified_copy(corpus_run) -> None:
 
 def test_pseudonyms_stable_across_runs_and_different_across_keys(corpus_run) -> None:
     root, _, _ = corpus_run
-    for name in ("Patient.ndjson", "Condition.ndjson", "Encounter.ndjson"):
-        assert (root / "a" / "fhir" / name).read_bytes() == (root / "a2" / "fhir" / name).read_bytes()
-    ids = {n: {json.loads(line)["id"] for line in (root / n / "fhir" / "Patient.ndjson").read_text().splitlines()}
+    def files(copy: str, kind: str) -> list[Path]:  # a type's NDJSON: one file, or one part per patient shard
+        return sorted((root / copy / "fhir").glob(f"{kind}.*ndjson"))
+
+    for kind in ("Patient", "Condition", "Encounter"):
+        assert files("a", kind) and [p.name for p in files("a", kind)] == [p.name for p in files("a2", kind)]
+        assert [p.read_bytes() for p in files("a", kind)] == [p.read_bytes() for p in files("a2", kind)]
+    ids = {n: {json.loads(line)["id"] for path in files(n, "Patient") for line in path.read_text().splitlines()}
            for n in ("a", "b")}
     assert ids["a"] and not ids["a"] & ids["b"]

@@ -65,7 +65,8 @@ def test_social_history_is_not_a_list_of_conditions(read) -> None:
 
 
 def test_page_furniture_and_an_empty_list_are_no_conditions(read) -> None:
-    lines = column("PROBLEM LIST", "None documented", "Attending: R. Mensah, MD   Signed: 2021-02-06",
-                   "St. Brigid Clinic   Page 1 of 2", "ASSESSMENT", "Gout", "Mensah Clinic Form 7   Page 2 of 2")
+    lines = column("PROBLEM LIST", "None documented", "Attending: R. Mensah, MDSigned: 2021-02-06",
+                   "St. Brigid Clinic   Page 1 of 2", "ASSESSMENT", "Gout", "PROVIDER SIGNATURE:   DATE:",
+                   "Dr. R. Mensah   06/02/2021", "Mensah Clinic Form 7   Page 2 of 2")
 
     assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["Gout"]

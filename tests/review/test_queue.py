@@ -95,3 +95,21 @@ def test_lines_around_the_field_in_reading_order():
     assert [l["line_id"] for l in around] == [7, 6, 5, 4, 3]
     assert [l["is_field"] for l in around] == [False, False, True, False, False]
     assert lines_around(lines, [42], 2) == []
+
+
+def test_a_store_output_with_tables_as_part_folders_reads_as_one_queue(tmp_path: Path):
+    single = synthetic_output(tmp_path / "single", 60)
+    parted = synthetic_output(tmp_path / "parted", 60)
+    for name in ("review_queue.parquet", "pages.parquet"):  # the store's layout: one part per patient shard
+        table = pq.read_table(parted / "tables" / name)
+        (parted / "tables" / name).unlink()
+        for number, offset in enumerate(range(0, table.num_rows, 25)):
+            folder = parted / "tables" / name
+            folder.mkdir(exist_ok=True)
+            pq.write_table(table.slice(offset, 25), folder / f"part-{number:04d}.parquet")
+
+    def walk(queue: ReviewQueue) -> list[tuple[str, str | None]]:
+        return [(item["entity_id"], item["document_type"]) for item in queue.page(QueueFilter(), 0, 100)]
+
+    assert walk(ReviewQueue([parted])) == walk(ReviewQueue([single]))
+    assert len(walk(ReviewQueue([parted]))) == 60

@@ -175,7 +175,7 @@ def test_a_dead_engine_actor_is_restarted_and_its_rows_retried(tmp_path: Path, m
     rows = [page_row(make_entity, make_page_row, page_index=i) for i in range(6)]
     factory = partial(LlmExtractStage, engine_factory=partial(DiesOnceEngine, marker),
                       resources=Resources(num_cpus=0.5, batch_size=3, concurrency=1))
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         out = apply_stage(ray.data.from_arrow(page_rows_to_table(rows)), factory).take_all()
