@@ -24,7 +24,8 @@ from pipeline.store import DOCUMENTS, OCR, PAGES, Fingerprints, digest, document
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
 # Code whose change changes OCR output (render, OCR, the check boxes found on the image).
-OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py", "ocr_onnx.py")
+OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py", "ocr_onnx.py", "ocr_runtime.py",
+            "ocr_quantize.py")
 ASSEMBLY_CODE = ("assemble/*.py",)
 # Code that does not change what a page or document yields: orchestration, the store itself,
 # reports, benchmarks' helpers and the other commands. Everything else in the package counts
@@ -41,7 +42,8 @@ def _extraction_code() -> tuple[str, ...]:
     return tuple(sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
                         if p.is_file() and p.suffix in (".py", ".yaml", ".tsv", ".json") and p not in excluded
                         and "__pycache__" not in p.parts))
-OCR_ENGINE_PACKAGES = ("paddleocr", "paddlex", "onnxruntime", "pymupdf", "rapidocr", "paddlepaddle-gpu")
+OCR_ENGINE_PACKAGES = ("paddleocr", "paddlex", "onnxruntime", "openvino", "onnx", "pymupdf", "rapidocr",
+                       "paddlepaddle-gpu")
 
 
 def _files_digest(paths: list[Path]) -> str:
@@ -84,6 +86,8 @@ def fingerprints(cfg: MedrecConfig, terminology_version: str) -> Fingerprints:
     ocr = cfg.ocr
     ocr_part = digest(ocr.backend, _versions(OCR_ENGINE_PACKAGES), _files_digest(ocr_model_files(cfg)),
                       ocr.det_limit_side_len, ocr.det_model_name, ocr.rec_model_name,
+                      # the runtime, its precision and line batching change the text read (README)
+                      ocr.runtime, ocr.precision, ocr.rec_batch_size, ocr.rec_width_step,
                       cfg.render.model_dump_json(), _code_digest(OCR_CODE))
     extract = cfg.extract.model_dump(exclude={"replicas", "batch_size", "cpus_per_replica", "timeout_s",
                                               "max_retries", "backoff_s", "concurrency", "base_url", "api_key_env",
