@@ -40,6 +40,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline.store import output_table
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DEFAULT_OVERRIDES = ("ocr=paddle_gpu",)
 
@@ -200,7 +202,7 @@ def run_benchmark(args: argparse.Namespace, gpus: list[Any], work_dir: Path) -> 
         "stages": stage_rates(report.pages_processed, report.stage_busy_seconds, pool_sizes),
         "gpu_sampling": sampler.source, "gpu_samples": len(sampler.samples),
         "gpu_busy_fraction": busy_fractions(sampler.samples),
-        "tokens_per_page": tokens_per_page(work_dir / "output" / "tables" / "pages.parquet"),
+        "tokens_per_page": tokens_per_page(output_table(work_dir / "output" / "tables", "pages")),
     }
 
 

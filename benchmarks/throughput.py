@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.memory import MemorySampler
 from pipeline.config import MedrecConfig, expand, load_config
+from pipeline.store import output_table
 from pipeline.manifest import write_manifest
 from pipeline.manifest_source import conform_manifest
 from pipeline.report import render_stage_table, stage_figures
@@ -274,7 +275,7 @@ def run_bench(options: BenchOptions, overrides: list[str], results: Path) -> dic
     _say(f"OCR alone {ocr_only['pages_per_minute']} pages/min; pipeline")
     pipeline = run_pipeline_measured(overrides, manifest, work / "pipeline")
     _say(f"pipeline {pipeline['pages_per_minute']} pages/min; OCR engine CPU time per page")
-    completion = stage_completion_times(work / "pipeline" / "tables" / "pages.parquet", pipeline["stages"])
+    completion = stage_completion_times(output_table(work / "pipeline" / "tables", "pages"), pipeline["stages"])
     last_stage = max(completion, key=lambda stage: completion[stage][-1])
     baseline["steady_pages_per_minute"] = steady_pages_per_minute(baseline_done)
     ocr_only["steady_pages_per_minute"] = steady_pages_per_minute(ocr_done)

@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import pyarrow.parquet as pq
 
+from pipeline.store import output_table
+
 KINDS = ("demographic", "diagnosis", "medication", "allergy", "vital", "lab", "procedure")
 
 
@@ -94,13 +96,13 @@ def evaluate_run(run_dir: Path, gold_dir: Path) -> dict[str, dict[str, float]]:
 
 def _entities_by_document(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     by_document: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in pq.read_table(run_dir / "tables" / "entities.parquet").to_pylist():
+    for row in pq.read_table(output_table(run_dir / "tables", "entities")).to_pylist():
         by_document[row["document_id"]].append(row)
     return by_document
 
 
 def _processed_documents(run_dir: Path) -> set[str]:
-    return set(pq.read_table(run_dir / "tables" / "pages.parquet", columns=["document_id"])
+    return set(pq.read_table(output_table(run_dir / "tables", "pages"), columns=["document_id"])
                .column("document_id").to_pylist())
 
 

@@ -148,6 +148,8 @@ def _drop_legacy_outputs(output: Path) -> None:
     for legacy in (output / "quarantine.parquet", *(output / "tables" / f"{n}.parquet" for n in OUTPUT_TABLES)):
         if legacy.is_file():
             legacy.unlink()
+        elif legacy.is_dir() and legacy.name != "quarantine.parquet":  # part folders once named <n>.parquet
+            shutil.rmtree(legacy)
     for legacy in (output / "fhir").glob("*.ndjson"):
         if legacy.name.count(".") == 1:  # <Type>.ndjson, not <Type>.part-NNNN.ndjson
             legacy.unlink()
@@ -158,7 +160,7 @@ def _sweep(output: Path, records: dict[int, dict]) -> None:
     temporary files of killed writers, so the folder holds exactly what the manifest lists."""
     live = {f"part-{shard:04d}" for shard in records}
     parts = [*(output / "fhir").glob("*.part-*.ndjson"), *(output / "quarantine.parquet").glob("part-*.parquet"),
-             *(output / "tables").glob("*.parquet/part-*.parquet")]
+             *(output / "tables").glob("*/part-*.parquet")]
     for path in parts:
         part = next(p for p in path.name.split(".") if p.startswith("part-"))
         if part not in live:
@@ -166,7 +168,7 @@ def _sweep(output: Path, records: dict[int, dict]) -> None:
     for shard in set(read_shard_records(output)) - set(records):
         shard_record_path(output, shard).unlink(missing_ok=True)
     # Where writers put temporary files (not a walk of the whole store: it holds a file per batch).
-    folders = [output, output / "fhir", output / "quarantine.parquet", *(output / "tables").glob("*.parquet"),
+    folders = [output, output / "fhir", output / "quarantine.parquet", *(output / "tables" / n for n in OUTPUT_TABLES),
                output / LEDGER, output / LEDGER / "entries", output / LEDGER / "shards",
                *(output / "store" / stage for stage in ("ocr", "pages", "documents"))]
     for tmp in (t for folder in folders for t in folder.glob(".tmp-*")):

@@ -102,9 +102,18 @@ def input_sha(row: dict[str, Any]) -> str:
     return row["sha256"] or f"unread-{uuid.uuid4().hex}"
 
 
+def output_table(tables_dir: Path, name: str) -> Path:
+    """Where an output table is: the folder `tables/<name>/` of patient-shard part files, or the
+    single file `tables/<name>.parquet` of an output written before the store. (The folder has
+    no .parquet suffix: tools that glob `**/*.parquet` would read a suffixed folder and its
+    part files both, every row twice.)"""
+    folder, single = tables_dir / name, tables_dir / f"{name}.parquet"
+    return single if single.is_file() and not folder.is_dir() else folder
+
+
 def table_parts(path: Path) -> list[Path]:
     """An output table's files, for readers that go file by file: the table itself, or the
-    part files of a table folder (`tables/<name>.parquet/part-NNNN.parquet`); none if absent."""
+    part files of a table folder (`tables/<name>/part-NNNN.parquet`); none if absent."""
     if path.is_file():
         return [path]
     return sorted(path.glob("part-*.parquet")) if path.is_dir() else []

@@ -82,7 +82,7 @@ DOCUMENT_TABLES = {  # file in a committed document folder -> its schema
     "review_queue.parquet": REVIEW_QUEUE_SCHEMA,
     "quarantine.parquet": QUARANTINE_SCHEMA,
 }
-OUTPUT_TABLES = ("pages", "entities", "flags", "review_queue")  # tables/<name>.parquet/part-NNNN.parquet
+OUTPUT_TABLES = ("pages", "entities", "flags", "review_queue")  # tables/<name>/part-NNNN.parquet
 
 
 def _stored_rows(batch: pa.Table, keys: list[str]) -> pa.Table:
@@ -250,7 +250,7 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
                                       ("source_uri", "media_type", "document_type", "page_count")])
             if name == "review_queue":
                 table = table.sort_by([("priority", "descending"), ("entity_id", "ascending")])
-            write_parquet_atomic(table, out / "tables" / f"{name}.parquet" / f"{part}.parquet")
+            write_parquet_atomic(table, out / "tables" / name / f"{part}.parquet")
             counts[name] = table.num_rows
             failpoint("shard_table_written")
         entities = merged["entities.parquet"]

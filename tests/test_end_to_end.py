@@ -70,7 +70,7 @@ def test_every_page_is_accounted_for(finished_run):
         "truncated.jpg": ("render", "corrupt_file"),
         "unsupported.docx": ("render", "unsupported_media_type"),
     }
-    pages = pq.read_table(out / "tables" / "pages.parquet").to_pylist()
+    pages = pq.read_table(out / "tables" / "pages").to_pylist()
     assert {p["text_source"] for p in pages} == {"ocr", "text_layer"}  # both paths ran
     summary = json.loads((out / "report.json").read_text())
     assert summary["pages_in"] == summary["pages_processed"] + summary["pages_quarantined"]
@@ -182,11 +182,11 @@ def test_family_history_is_written_as_family_member_history(finished_run):
 
 def test_review_queue_lists_every_flagged_entity_worst_first(finished_run):
     report, out, _ = finished_run
-    queue = pq.read_table(out / "tables" / "review_queue.parquet").to_pylist()
-    entities = pq.read_table(out / "tables" / "entities.parquet").to_pylist()
+    queue = pq.read_table(out / "tables" / "review_queue").to_pylist()
+    entities = pq.read_table(out / "tables" / "entities").to_pylist()
     flagged = {e["entity_id"] for e in entities if e["requires_review"]}
     assert {row["entity_id"] for row in queue} == flagged
-    for part in (out / "tables" / "review_queue.parquet").glob("part-*.parquet"):  # worst first in each part
+    for part in (out / "tables" / "review_queue").glob("part-*.parquet"):  # worst first in each part
         priorities = pq.read_table(part, columns=["priority"]).column("priority").to_pylist()
         assert priorities == sorted(priorities, reverse=True)
     assert all(len(row["bbox"]) == 4 and row["reason"] for row in queue)

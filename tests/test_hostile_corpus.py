@@ -52,7 +52,7 @@ def test_the_run_exits_0_and_conserves_every_page(hostile_run) -> None:
 
 def test_every_file_has_the_outcome_its_case_expects(hostile_run) -> None:
     _, cases, manifest, out = hostile_run
-    pages = {(p["document_id"], p["page_index"]): p for p in pq.read_table(out / "tables" / "pages.parquet").to_pylist()}
+    pages = {(p["document_id"], p["page_index"]): p for p in pq.read_table(out / "tables" / "pages").to_pylist()}
     quarantine = {(q["document_id"], q["page_index"]): f"{q['stage']}:{q['error_type']}"
                   for q in pq.read_table(out / "quarantine.parquet").to_pylist() if q["resource_type"] is None}
     digits = re.sub(r"\D", "", TEXT)

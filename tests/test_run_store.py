@@ -60,10 +60,10 @@ def _snapshot(out: Path) -> dict:
     listed = {entry["url"]: entry["count"] for entry in manifest["output"]}
     present = {p.name: len(p.read_text().splitlines()) for p in (out / "fhir").glob("*.ndjson")}
     assert listed == present, "manifest.json does not list exactly the files present"
-    pages = pq.read_table(out / "tables" / "pages.parquet").select(["document_id", "page_index", "text_source"]).to_pylist()
+    pages = pq.read_table(out / "tables" / "pages").select(["document_id", "page_index", "text_source"]).to_pylist()
     page_keys = Counter((p["document_id"], p["page_index"]) for p in pages)
     assert max(page_keys.values()) == 1, "a page is in the pages table twice"
-    entities = pq.read_table(out / "tables" / "entities.parquet").column("entity_id").to_pylist()
+    entities = pq.read_table(out / "tables" / "entities").column("entity_id").to_pylist()
     assert len(entities) == len(set(entities)), "an entity is in the entities table twice"
     quarantine = pq.read_table(out / "quarantine.parquet").select(
         ["document_id", "page_index", "stage", "error_type", "resource_type"]).to_pylist()

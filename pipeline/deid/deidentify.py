@@ -27,7 +27,7 @@ from pipeline.deid.identifiers import IdentifiedCopy, PatientIdentifiers, read_i
 from pipeline.deid.keys import SiteKey
 from pipeline.deid.residual import ResidualReport, check_residual
 from pipeline.deid.scrub import Scrubber, build_analyzer, own_recognisers
-from pipeline.store import table_parts
+from pipeline.store import output_table, table_parts
 
 log = logging.getLogger(__name__)
 
@@ -412,9 +412,12 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
     identified = read_identified_copy(source)
     deid = Deidentifier(cfg, key, identified)
     target.mkdir(parents=True, exist_ok=True)
-    if cfg.scrub.harvest_names and table_parts(source / "tables" / "pages.parquet"):
-        deid.report.names_harvested = deid.harvest_names(source / "tables" / "pages.parquet")
-    for table in sorted([*(source / "tables").glob("*.parquet"), *source.glob("quarantine.parquet")]):
+    pages = output_table(source / "tables", "pages")
+    if cfg.scrub.harvest_names and table_parts(pages):
+        deid.report.names_harvested = deid.harvest_names(pages)
+    tables = [p for p in (source / "tables").iterdir() if p.suffix == ".parquet" or p.is_dir()] if (
+        source / "tables").is_dir() else []
+    for table in sorted([*tables, *source.glob("quarantine.parquet")]):
         if table.name.startswith("_"):
             continue  # staging files of a run
         for path in table_parts(table):  # a table folder keeps its parts (one per patient shard)
@@ -445,7 +448,6 @@ def deidentify(source: Path, target: Path, cfg: DeidConfig, key: SiteKey,
         deid.report.images_written = dict(images)
         deid.report.files_written.append("images/")
     else:
-        pages = source / "tables" / "pages.parquet"
         deid.report.changes["page_images"] += sum(pq.ParquetFile(p).metadata.num_rows for p in table_parts(pages))  # not copied
     for scrubber in deid._scrubbers.values():
         deid.report.changes.update(scrubber.counts)

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 import pyarrow.parquet as pq
 
 from pipeline.deid.generalise import FHIR_DATE
-from pipeline.store import table_parts
+from pipeline.store import output_table, table_parts
 
 _WORD_START, _WORD_END = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 _DIGITS_START, _DIGITS_END = r"(?<!\d)", r"(?!\d)"
@@ -183,7 +183,7 @@ def read_identified_copy(out: Path) -> IdentifiedCopy:
     patients: dict[str, PatientIdentifiers] = {}
     document_patient: dict[str, str] = {}
     documents: dict[str, DocumentLineage] = {}
-    entities_path = out / "tables" / "entities.parquet"
+    entities_path = output_table(out / "tables", "entities")
     if table_parts(entities_path):  # a file, or a folder of patient-shard parts
         table = pq.read_table(entities_path, columns=["document_id", "patient_key", "kind", "attribute", "value"])
         for row in table.to_pylist():
@@ -192,8 +192,7 @@ def read_identified_copy(out: Path) -> IdentifiedCopy:
             identifiers = patients.setdefault(key, PatientIdentifiers())
             if row["kind"] == "demographic":
                 identifiers.add_demographic(row["attribute"], row["value"])
-    for name in ("tables/pages.parquet", "quarantine.parquet"):
-        path = out / name
+    for path in (output_table(out / "tables", "pages"), out / "quarantine.parquet"):
         parts = table_parts(path)
         if not parts:
             continue

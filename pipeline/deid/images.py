@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RenderConfig
 from pipeline.stages.render import RenderStage
-from pipeline.store import table_parts
+from pipeline.store import output_table, table_parts
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def write_redacted_images(source: Path, target: Path, deid: _Redactions, render:
     stage = RenderStage(dpi=render.dpi, max_side_px=render.max_side_px, max_file_bytes=render.max_file_bytes,
                         min_text_layer_chars=render.min_text_layer_chars)
     counts: Counter[str] = Counter()
-    batches = (b for part in table_parts(source / "tables" / "pages.parquet")
+    batches = (b for part in table_parts(output_table(source / "tables", "pages"))
                for b in pq.ParquetFile(part).iter_batches(batch_size=16, columns=PAGE_COLUMNS))
     for batch in batches:
         for row in batch.to_pylist():

@@ -17,12 +17,12 @@ from typing import Any
 import duckdb
 
 from pipeline.review.store import AuditLog, DecisionLog, ItemState, item_states
-from pipeline.store import table_parts
+from pipeline.store import output_table, table_parts
 
 TABLES_DIR = "tables"
-QUEUE_FILE = "review_queue.parquet"
-ENTITIES_FILE = "entities.parquet"
-PAGES_FILE = "pages.parquet"
+QUEUE_TABLE = "review_queue"
+ENTITIES_TABLE = "entities"
+PAGES_TABLE = "pages"
 STATUSES = ("open", "done", "skipped")
 
 
@@ -73,8 +73,8 @@ class ReviewQueue:
     def __init__(self, outputs: list[Path]):
         self.outputs = [Path(o).resolve() for o in outputs]
         for output in self.outputs:
-            if not table_parts(output / TABLES_DIR / QUEUE_FILE):
-                raise FileNotFoundError(f"{output} has no {TABLES_DIR}/{QUEUE_FILE}: is it a medrec output folder?")
+            if not table_parts(output_table(output / TABLES_DIR, QUEUE_TABLE)):
+                raise FileNotFoundError(f"{output} has no {TABLES_DIR}/{QUEUE_TABLE}: is it a medrec output folder?")
         self.decision_logs = [DecisionLog(o) for o in self.outputs]
         self.audit_logs = [AuditLog(o) for o in self.outputs]
         self._db = duckdb.connect(":memory:")
@@ -88,7 +88,7 @@ class ReviewQueue:
         selects = []
         for out, output in enumerate(self.outputs):
             tables = output / TABLES_DIR
-            pages = tables / PAGES_FILE
+            pages = output_table(tables, PAGES_TABLE)
             # A document's type: the manifest's hint, else the classifier's confidence-weighted vote.
             doc_types = (
                 f"(SELECT h.facility_id, h.document_id, coalesce(h.hint, v.voted, 'other') AS document_type FROM "
@@ -104,7 +104,7 @@ class ReviewQueue:
                 f"SELECT {out}::INTEGER AS out, q.*, d.document_type, "
                 "md5(concat_ws('|', q.facility_id, q.document_id, q.entity_id, q.field, coalesce(q.reason, '')))[1:16] AS item_id, "
                 "list_transform(string_split(coalesce(q.reason, ''), '; '), lambda x: trim(split_part(x, ':', 1))) AS reason_codes "
-                f"FROM read_parquet({_parquet(tables / QUEUE_FILE)}) q LEFT JOIN {doc_types} d "
+                f"FROM read_parquet({_parquet(output_table(tables, QUEUE_TABLE))}) q LEFT JOIN {doc_types} d "
                 "USING (facility_id, document_id)"
             )
         self._db.execute(
@@ -176,7 +176,7 @@ class ReviewQueue:
 
     def entity(self, out: int, item: dict[str, Any]) -> dict[str, Any] | None:
         """The item's entity row from the output's entities table."""
-        path = self.outputs[out] / TABLES_DIR / ENTITIES_FILE
+        path = output_table(self.outputs[out] / TABLES_DIR, ENTITIES_TABLE)
         rows = _dicts(self._db.cursor().execute(
             f"SELECT * FROM read_parquet({_parquet(path)}) WHERE facility_id = ? AND document_id = ? AND entity_id = ? LIMIT 1",
             [item["facility_id"], item["document_id"], item["entity_id"]]))
@@ -186,7 +186,7 @@ class ReviewQueue:
         """The page's row of the pages table: source, size at its rendered DPI, lines."""
         if not 0 <= out < len(self.outputs):
             return None
-        path = self.outputs[out] / TABLES_DIR / PAGES_FILE
+        path = output_table(self.outputs[out] / TABLES_DIR, PAGES_TABLE)
         rows = _dicts(self._db.cursor().execute(
             "SELECT facility_id, document_id, page_index, source_uri, media_type, image_width, image_height, dpi, lines "
             f"FROM read_parquet({_parquet(path)}) WHERE facility_id = ? AND document_id = ? AND page_index = ? LIMIT 1",

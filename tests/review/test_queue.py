@@ -100,9 +100,9 @@ def test_lines_around_the_field_in_reading_order():
 def test_a_store_output_with_tables_as_part_folders_reads_as_one_queue(tmp_path: Path):
     single = synthetic_output(tmp_path / "single", 60)
     parted = synthetic_output(tmp_path / "parted", 60)
-    for name in ("review_queue.parquet", "pages.parquet"):  # the store's layout: one part per patient shard
-        table = pq.read_table(parted / "tables" / name)
-        (parted / "tables" / name).unlink()
+    for name in ("review_queue", "pages"):  # the store's layout: one part per patient shard
+        table = pq.read_table(parted / "tables" / f"{name}.parquet")
+        (parted / "tables" / f"{name}.parquet").unlink()
         for number, offset in enumerate(range(0, table.num_rows, 25)):
             folder = parted / "tables" / name
             folder.mkdir(exist_ok=True)
