@@ -17,6 +17,7 @@ from benchmarks.coding_accuracy import (
     GoldMention,
     IndexFigures,
     average_precision,
+    code_case,
     codiesp_accuracy,
     default_codiesp_dir,
     goals,
@@ -24,6 +25,7 @@ from benchmarks.coding_accuracy import (
     lookup_throughput,
     measure_stage,
     micro_scores,
+    narrative_extractor,
     normalise_icd,
     open_code_stage,
     parse_args,
@@ -33,6 +35,7 @@ from benchmarks.coding_accuracy import (
     synthetic_accuracy,
 )
 from pipeline.stages.code import CodeStage
+from terminology_index import ICD10CM
 from pipeline.synth.corpus import GOLD_DIR, generate_corpus
 
 N_DOCUMENTS, SEED, CODIESP_CASES = 4, 11, 3
@@ -143,3 +146,16 @@ def test_report_renders_and_serialises(code_stage: CodeStage, mentions: list[Gol
     assert markdown.count("[embedded] diagnoses top-") == 2
     assert ("CodiEsp-D dev" in markdown) == ("codiesp" in result)
     json.dumps(report)
+
+
+def test_a_case_ranks_every_mention_then_billable_alternatives(code_stage: CodeStage) -> None:
+    # CodiEsp codes negated diagnoses too: they rank with the rest, but are no condition of the patient.
+    text = "The patient has hypertension.\nNo history of pneumonia."
+    coding = code_case("case-1", text, narrative_extractor(code_stage.index), code_stage)
+    assert "I10" in coding.ranked and "I10" in coding.asserted
+    negated = [code for code in coding.ranked if code not in coding.asserted]
+    assert negated and all(code.startswith("J") for code in negated)
+    assert coding.suggested[:len(coding.ranked)] == coding.ranked
+    extra = coding.suggested[len(coding.ranked):]
+    assert len(extra) == len(set(extra)) and not set(extra) & set(coding.ranked)
+    assert all(code_stage.index.concept(ICD10CM, code).billable for code in extra)
