@@ -172,6 +172,9 @@ class ResourcesConfig(_Strict):
     classify: PoolConfig
     validate_pool: PoolConfig = Field(alias="validate")  # `validate` would shadow a pydantic method
     tasks: TaskConfig
+    # Classify, extract (lexicon), code and validate in one actor pool: one process start and one
+    # set of imports instead of four (start-up is most of a small run: issues 12, 15).
+    fuse_light_stages: bool = True
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -15,7 +15,7 @@ from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
 from pipeline.placement import GpuLayout, Placement, SlotAssigner, layout_for_plan, reserve
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
-from pipeline.ray_adapter import LedgerClient, apply_stage
+from pipeline.ray_adapter import LedgerClient, apply_stage, apply_stages
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
@@ -165,6 +165,33 @@ def place_gpu_pools(cfg: MedrecConfig) -> Placement | None:
 
 
 OCR_STAGES = 2  # render and ocr lead `stage_factories`; their output is stored and reused
+# CPU stages after OCR that hold a small model or none: run together in one actor pool
+# (`resources.fuse_light_stages`). An LLM stage between them keeps its own pool.
+LIGHT_STAGES = ("classify", "extract", "code", "validate")
+
+
+def stage_groups(factories: list[Callable[[], Stage]], fuse: bool) -> list[list[Callable[[], Stage]]]:
+    """The stages in graph order, consecutive light stages in one group when `fuse`, each
+    other stage alone."""
+    groups: list[list[Callable[[], Stage]]] = []
+    previous_light = False
+    for factory in factories:
+        light = fuse and factory().name in LIGHT_STAGES
+        if light and previous_light:
+            groups[-1].append(factory)
+        else:
+            groups.append([factory])
+        previous_light = light
+    return groups
+
+
+def store_graph_steps(cfg: MedrecConfig, ocr: bool) -> tuple[list[Callable[[], Stage]], list[list[Callable[[], Stage]]]]:
+    """The stages a store run applies: (render and OCR, only when some page needs OCR; the
+    groups after OCR, light stages fused into one pool when configured). A re-run on stored
+    OCR output starts no render task and no OCR actor."""
+    factories = stage_factories(cfg)
+    return (factories[:OCR_STAGES] if ocr else []), stage_groups(factories[OCR_STAGES:],
+                                                                  cfg.resources.fuse_light_stages)
 
 
 def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: str | None,
@@ -172,14 +199,14 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     """The graph of a store run: pages to OCR (render, OCR, committed to the store) and pages
     whose OCR is stored, then extraction onward, each batch committed by the worker that
     validated it. Yields one small summary row per committed batch."""
-    factories = stage_factories(cfg)
+    ocr_steps, groups = store_graph_steps(cfg, ocr=to_ocr is not None)
     placed, ledger = _pools_and_ledger(cfg)
     tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus, zero_copy_batch=True)
     sources = []
     if to_ocr is not None:
         dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
                                            num_cpus=cfg.resources.tasks.cpus)
-        for factory in factories[:OCR_STAGES]:
+        for factory in ocr_steps:
             dataset = apply_stage(dataset, factory, placed, ledger)
         # batch_size=None: one commit per block the OCR actor produced, so a kill redoes at most those.
         sources.append(dataset.map_batches(commit_ocr_batch, fn_kwargs={"output": output, "fp": fp},
@@ -188,6 +215,10 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
         sources.append(ray.data.from_arrow(ocr_stored).map_batches(
             read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
     dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
-    for factory in factories[OCR_STAGES:]:
-        dataset = apply_stage(dataset, factory, placed, ledger)
+    for group in groups:
+        if len(group) == 1:
+            dataset = apply_stage(dataset, group[0], placed, ledger)
+        else:
+            # Light stages load when the first page reaches them, not while OCR loads.
+            dataset = apply_stages(dataset, group, ledger, defer_setup=to_ocr is not None)
     return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)

@@ -113,21 +113,38 @@ def _run_chunk(stage: Stage, chunk: pa.Table, keys: list[str], ledger: AttemptLe
 
 
 class _StageActor:
-    """The callable class Ray instantiates once per actor: builds the stage and sets it up."""
+    """The callable class Ray instantiates once per actor: builds its stages and sets them up.
 
-    def __init__(self, factory: Callable[[], Stage], ledger: LedgerClient):
+    Several stages in one actor (`apply_stages`) run one after another on each batch, each
+    through `run_isolated` as if it were its own pool. `defer_setup`: the stages load their
+    models on the first batch, not when the pool starts (light stages after OCR then leave the
+    cores to the OCR actors' start-up); a setup that raises still fails the call, never a page.
+    """
+
+    def __init__(self, factory: Callable[[], Stage] | tuple[Callable[[], Stage], ...], ledger: LedgerClient,
+                 defer_setup: bool = False):
         enter_slot()  # a member placed on the GPU plan's cards learns which ones
-        self.stage = factory()
+        self.stages = [make() for make in (factory if isinstance(factory, tuple) else (factory,))]
         self.ledger = ledger
-        if self.stage.resources.nice:
-            os.nice(self.stage.resources.nice)  # before setup: loading models yields to the bottleneck too
+        nice = min(stage.resources.nice for stage in self.stages)
+        if nice:
+            os.nice(nice)  # before setup: loading models yields to the bottleneck too
         wait_for_cards()  # an OCR actor on an LLM's card loads after the engine took its memory
-        self.stage.setup()
-        self.stage._ready = True
+        if not defer_setup:
+            self._setup()
         open_cards()
 
+    def _setup(self) -> None:
+        for stage in self.stages:
+            if not stage._ready:
+                stage.setup()
+                stage._ready = True
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return run_isolated(self.stage, batch, self.ledger)
+        self._setup()  # outside `run_isolated`: a stage that cannot load fails the call, not its pages
+        for stage in self.stages:
+            batch = run_isolated(stage, batch, self.ledger)
+        return batch
 
 
 def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage], ledger: LedgerClient) -> pa.Table:
@@ -174,3 +191,32 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
             **common,
         )
     return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory, "ledger": ledger}, **common)
+
+
+def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]], ledger: LedgerClient | None = None,
+                 defer_setup: bool = False) -> ray.data.Dataset:
+    """Append CPU pool stages as one actor pool whose actors run them in order on each batch.
+
+    One process instead of one per stage: on a few cores every pool costs a Python start,
+    the package imports and a share of the CPU while the OCR actors load. The pool asks for
+    the stages' CPUs and memory together, as many actors as the largest pool, the batch size
+    of the first stage; each stage keeps its own ledger keys, timings and page isolation.
+    """
+    stages = [factory() for factory in factories]
+    not_fusable = [s.name for s in stages if not s.resources.concurrency or s.resources.num_gpus]
+    if not_fusable:
+        raise ValueError(f"stages {not_fusable} are not CPU actor pools: they cannot share one")
+    ledger = ledger or LedgerClient.create(max_alone_deaths=2)
+    memory = sum(s.resources.memory_mb or 0 for s in stages)
+    return dataset.map_batches(
+        _StageActor,
+        fn_constructor_kwargs={"factory": tuple(factories), "ledger": ledger, "defer_setup": defer_setup},
+        compute=ray.data.ActorPoolStrategy(size=max(s.resources.concurrency for s in stages)),
+        max_restarts=-1,
+        max_task_retries=-1,
+        batch_format="pyarrow",
+        batch_size=stages[0].resources.batch_size,
+        num_cpus=round(sum(s.resources.num_cpus for s in stages), 4),
+        memory=memory * 1024 * 1024 if memory else None,
+        zero_copy_batch=True,
+    )

@@ -85,7 +85,10 @@ def prepare_models(cfg: MedrecConfig) -> str:
     from pipeline.ocr_models import ensure_ocr_model_dirs, require_staged_model_dirs
     from pipeline.ocr_quantize import ensure_int8_rec_dir
 
+    from pipeline.lexicon import ensure_lexicons
+
     record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
+    ensure_lexicons(expand(cfg.terminology.index_path))  # built with the index; again here after a code change
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
         dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)

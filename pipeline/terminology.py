@@ -165,6 +165,7 @@ class TerminologyIndex:
         self._table = db.open_table(CONCEPTS_TABLE)
         # Semantic search where the index was built with embeddings (the model loads on first use).
         self._vectors = db.open_table(VECTORS_TABLE) if VECTORS_TABLE in db.table_names() else None
+        self._vector_kinds: dict[str, bool] = {}  # index kind -> whether it has vectors
         columns = self._table.to_arrow().to_pydict()
         self._exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
         self._folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
@@ -190,15 +191,6 @@ class TerminologyIndex:
         # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
         self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
                                   if system == ICD10CM and concept.billable)
-
-    def load_models(self) -> None:
-        """Load the embedding model now where the index has vectors: a stage's setup pays for
-        it once per worker, not its first batch (`medrec bench` showed the first code batch
-        taking most of the stage's busy time)."""
-        if self._vectors is not None:
-            from terminology_index.embeddings import embed
-
-            embed(["load"])
 
     def has_kind(self, kind: str) -> bool:
         """Whether any concept of this entity kind's systems is loaded."""
@@ -382,8 +374,8 @@ class TerminologyIndex:
                   k: int) -> None:
         """Nearest billable terms by sentence embedding, merged with the full-text hits:
         a code either search finds keeps the better score (hybrid retrieval)."""
-        if self._vectors is None or not normalise_term(text):
-            return
+        if self._vectors is None or not normalise_term(text) or not self._has_vectors(index_kind):
+            return  # no vectors of this kind: embedding the text (and loading the model) would find nothing
         from terminology_index.embeddings import embed
 
         allowed = ", ".join(f"'{system}'" for system in systems)
@@ -405,6 +397,11 @@ class TerminologyIndex:
             score = 0.85 * similarity * _side_factor(text, concept.display)
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             "semantic"))
+
+    def _has_vectors(self, index_kind: str) -> bool:
+        if index_kind not in self._vector_kinds:
+            self._vector_kinds[index_kind] = self._vectors.count_rows(f"kind = '{index_kind}'") > 0
+        return self._vector_kinds[index_kind]
 
     @staticmethod
     def _keep(found: dict[str, CodeCandidate], candidate: CodeCandidate) -> None:

@@ -173,6 +173,9 @@ def build_index(sources: IndexSources, output: Path, previous: Path | None = Non
     shutil.copyfile(Path(__file__).parent / "data" / COMBINATIONS_FILE, output / COMBINATIONS_FILE)
     (output / RELEASES_FILE).write_text(json.dumps(record, indent=1))
     log.info("terminology index %s: %d terms in %.1fs", record["version"], len(unique), record["built_seconds"])
+    from pipeline.lexicon import ensure_lexicons  # here, not at import: pipeline imports this module
+
+    ensure_lexicons(output)  # the extract stage's lexicons and spotter, built once with the index
     return record
 
 

@@ -408,3 +408,49 @@ def test_two_digit_birth_year_is_never_in_the_future(extractor: LexiconExtractor
     values = {e.attribute: e.value for e in extractor.extract(DOCUMENT_ID, 0, group_rows(lines))}
 
     assert values == {"birth_date": "1956-03-02", "visit_date": "2024-03-02"}
+
+
+# Lexicons kept beside the index ------------------------------------------------------------
+
+
+def test_an_index_build_keeps_its_lexicons_beside_it_and_the_extract_stage_loads_them(tmp_path) -> None:
+    import pickle
+
+    from pipeline.lexicon import lexicons_from_index, lexicons_path
+    from pipeline.spotter import TermSpotter
+    from pipeline.stages.extract import LexiconExtractStage
+    from terminology_index.build import IndexSources, build_index
+
+    index = tmp_path / "index"
+    build_index(IndexSources(icd10cm_xml=None), index)  # the starter sets alone: a small index
+    kept = lexicons_path(index)
+    assert kept.is_file()
+    built = lexicons_from_index(TerminologyIndex(index))
+    loaded = pickle.loads(kept.read_bytes())
+    assert (loaded.diagnoses, loaded.medications, loaded.labs) == (built.diagnoses, built.medications, built.labs)
+    assert loaded.diagnosis_spotter.cores == built.diagnosis_spotter.cores > 0
+
+    # The stage reads the kept file (here replaced by a one-term spotter), it does not build its own.
+    marker = Lexicons(diagnoses={"bench marker"}, medications=set(), labs=set(),
+                      diagnosis_spotter=TermSpotter.from_terms(["bench marker"]))
+    kept.write_bytes(pickle.dumps(marker))
+    stage = LexiconExtractStage(index_path=str(index))
+    stage.setup()
+    assert stage.extractor.lexicons.diagnoses == {"bench marker"}
+
+
+def test_a_new_index_version_builds_new_lexicons_and_removes_the_old(tmp_path) -> None:
+    from pipeline.lexicon import ensure_lexicons, load_lexicons
+    from terminology_index.build import IndexSources, ensure_index
+
+    index = tmp_path / "index"
+    ensure_index(IndexSources(icd10cm_xml=None), index)
+    first = ensure_lexicons(index)
+    loinc = tmp_path / "Loinc.csv"
+    loinc.write_text('"LOINC_NUM","COMPONENT","LONG_COMMON_NAME","CLASSTYPE","STATUS"\n'
+                     '"99999-9","Marker analyte","Marker analyte [Mass/volume] in Serum","1","ACTIVE"\n')
+    ensure_index(IndexSources(icd10cm_xml=None, loinc_table=str(loinc)), index)  # a new version, same folder
+    second = ensure_lexicons(index)
+    assert second != first and second.is_file() and not first.exists()
+    assert "marker analyte" in load_lexicons(index).labs
+    assert [p.name for p in index.glob("lexicons-*.pickle")] == [second.name]

@@ -23,7 +23,7 @@ from pipeline.graph import ocr_resources
 from pipeline.ocr_models import ensure_ocr_model_dirs
 from pipeline.offline import OFFLINE_ENV
 from pipeline.plan import OcrDemand, make_plan
-from pipeline.ray_adapter import apply_stage
+from pipeline.ray_adapter import apply_stage, apply_stages
 from pipeline.schemas import page_rows_to_table
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.ocr import OcrStage
@@ -172,3 +172,47 @@ def test_a_block_that_fails_as_a_whole_has_every_page_quarantined_and_the_run_go
     assert [(p["error_stage"], p["error_type"], p["error_message"]) for p in pages[:3]] == [
         ("block_bug", "block_failed", "KeyError")] * 3
     assert (pages[3]["error_stage"], pages[3]["error_type"]) == ("render", "corrupt_file")
+
+
+class _SetupProbe(Stage):
+    """Writes into `column` the process it ran in and how many times its setup ran there."""
+
+    def __init__(self, name: str, column: str, fail_setup: bool = False):
+        super().__init__(Resources(num_cpus=0.2, batch_size=2, concurrency=1, memory_mb=64))
+        self.name, self.column, self.fail_setup, self.setups = name, column, fail_setup, 0
+
+    def setup(self) -> None:
+        if self.fail_setup:
+            raise FileNotFoundError("no model at the configured path")
+        self.setups += 1
+
+    def process_page(self, row: dict) -> dict:
+        return {**row, self.column: f"{os.getpid()}:{self.setups}"}
+
+
+def test_fused_stages_run_in_one_process_each_set_up_once_with_their_own_timings(local_ray) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(4)]
+    dataset = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)),
+                           [partial(_SetupProbe, "first", "text_source"),
+                            partial(_SetupProbe, "second", "document_type_predicted")], defer_setup=True)
+    pages = dataset.take_all()
+
+    assert len(pages) == 4
+    assert {p["text_source"] for p in pages} == {p["document_type_predicted"] for p in pages}  # one process
+    assert {p["text_source"].split(":")[1] for p in pages} == {"1"}  # set up once, before its first batch
+    assert all([t["stage"] for t in p["timings"]] == ["first", "second"] for p in pages)
+
+
+def test_a_deferred_setup_that_fails_fails_the_run_and_quarantines_no_page(local_ray) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(2)]
+    dataset = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)),
+                           [partial(_SetupProbe, "first", "text_source"),
+                            partial(_SetupProbe, "broken", "document_type_predicted", fail_setup=True)],
+                           defer_setup=True)
+    with pytest.raises(Exception, match="no model at the configured path"):
+        dataset.take_all()
+
+
+def test_only_cpu_actor_pools_can_share_an_actor() -> None:
+    with pytest.raises(ValueError, match="not CPU actor pools"):
+        apply_stages(None, [partial(_NiceProbe, "text_source", Resources(concurrency=None))])

@@ -46,8 +46,8 @@ class CodeStage(Stage):
     def setup(self) -> None:
         from pipeline.terminology import TerminologyIndex
 
+        # The embedding model loads on the first semantic lookup, if any (4-5 CPU s with torch).
         self.index = TerminologyIndex(Path(self.index_path))
-        self.index.load_models()
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         entities = [Entity.from_row(e) for e in row["entities"] or []]

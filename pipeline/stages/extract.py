@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pipeline.checkboxes import AMBIGUOUS, CHECKED
 from pipeline.layout import (Row, Table, find_tables, join_key_values, join_stacked_fields, level_box, reading_order,
                              skew_angle, split_line, straighten, union_bbox)
-from pipeline.lexicon import SECTIONS, LexiconExtractor, deterministic_entity_id, lexicons_from_index
+from pipeline.lexicon import SECTIONS, LexiconExtractor, deterministic_entity_id, load_lexicons
 from pipeline.readers.common import STRENGTH, score_field
 from pipeline.readers.observations import LAB_FLAGS, interpret, parse_reference_range
 from pipeline.units import normalise_unit, ucum_code
@@ -39,9 +39,8 @@ class LexiconExtractStage(Stage):
         self.extractor: LexiconExtractor | None = None
 
     def setup(self) -> None:
-        from pipeline.terminology import TerminologyIndex
-
-        self.extractor = LexiconExtractor(lexicons_from_index(TerminologyIndex(Path(self.index_path))))
+        # Built once beside the index (`ensure_lexicons`), loaded here: not built per actor.
+        self.extractor = LexiconExtractor(load_lexicons(Path(self.index_path)))
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
         assert self.extractor is not None, "setup() loads the lexicons"
