@@ -70,6 +70,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="keep the rendered corpus and the runs here (default: benchmarks/results/records-work)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--override", action="append", default=[], help="extra medrec override for every run")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="run into the output folders a previous run left: the store reuses their committed OCR, "
+                             "so after a change to extraction only extraction runs again (same figures as a fresh "
+                             "run; the run time is then not a full run's)")
     return parser.parse_args(argv)
 
 
@@ -117,10 +121,12 @@ def gold_dirs(work: Path) -> list[Path]:
     return [d for d in (work / "corpus" / "synthea" / "gold", work / "corpus" / "mtsamples" / "gold") if d.is_dir()]
 
 
-def run_and_score(python: Path, kit: Path, work: Path, terminology: str, overrides: list[str]) -> dict[str, Any]:
-    """`medrec run` into a fresh output folder, then the kit's scorer on it."""
+def run_and_score(python: Path, kit: Path, work: Path, terminology: str, overrides: list[str],
+                  keep_outputs: bool = False) -> dict[str, Any]:
+    """`medrec run` into a fresh output folder (or the kept one), then the kit's scorer on it."""
     output = work / f"out-{terminology}"
-    shutil.rmtree(output, ignore_errors=True)
+    if not keep_outputs:
+        shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline.cli", "run", f"input={work / 'corpus' / 'input'}",
                     f"output={output}", f"terminology={terminology}", "writer.progress=false", *overrides],
@@ -233,11 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = kit_python(args.kit, args.kit_python)
     render_stats = render(python, args.kit, work, args.synthea, args.mtsamples, args.seed)
     names = [n.strip() for n in args.terminology.split(",") if n.strip()]
-    results = [run_and_score(python, args.kit, work, name, args.override) for name in names]
+    results = [run_and_score(python, args.kit, work, name, args.override, args.keep_outputs) for name in names]
     synthetic = synthetic_figures(args.synthetic_documents, args.seed, work)
     report = {
         "metadata": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "synthea": args.synthea,
-                     "mtsamples": args.mtsamples, "seed": args.seed, "render": render_stats, "cpus": os.cpu_count(),
+                     "mtsamples": args.mtsamples, "seed": args.seed, "render": render_stats,
+                     "kept_outputs": args.keep_outputs, "cpus": os.cpu_count(),
                      "platform": platform.platform(), "wall_seconds": round(time.perf_counter() - started, 1)},
         "results": results,
         "synthetic": synthetic,
