@@ -405,6 +405,8 @@ def join_key_values(row: Row) -> Row:
 # Boxed forms: a label above its value ---------------------------------------------------
 
 _LABEL = re.compile(r"^[A-Z][A-Z .#/&()-]{1,40}$")
+# "Key: value" printed whole on one line: a letter, then a colon and the value after a space (not "10:30").
+_KEY_VALUE = re.compile(r"[A-Za-z][^:]*:\s+\S")
 
 
 def _is_label_row(row: Row) -> bool:
@@ -449,7 +451,8 @@ def _is_single_field(label: Row, value: Row) -> bool:
     char_width = (head.bbox[2] - head.bbox[0]) / max(len(head.text), 1)
     return (abs(line.bbox[0] - head.bbox[0]) <= 2 * char_width and len(text.split()) <= 6
             and not text.endswith((".", ":")) and not re.match(r"[-•*·]", text)
-            and not _LABEL.match(text))  # a heading under a heading ("CLINICAL NOTE" / "CHIEF COMPLAINT")
+            and not _LABEL.match(text)  # a heading under a heading ("CLINICAL NOTE" / "CHIEF COMPLAINT")
+            and not _KEY_VALUE.search(text))  # a field of its own under a heading ("SCREENING" / "GAD-7 score: 8")
 
 
 def _below(labels: Row, values: Row) -> bool:

@@ -251,9 +251,9 @@ class LexiconExtractor:
 
 
 LIST_ROLES = frozenset({"diagnoses", "medications", "allergies", "procedures"})
-# Where a row that starts in lower case continues the item above (a wrapped list item, or a
-# sentence under a heading no reader knows).
-_WRAPPING_ROLES = LIST_ROLES | {"other"}
+# Where a row that starts in lower case continues the item above (a wrapped list item, a
+# vitals list written as a sentence, or a sentence under a heading no reader knows).
+_WRAPPING_ROLES = LIST_ROLES | {"other", "vitals"}
 # Page furniture: a page count, a signature box, or a signature with its date at the end of the row
 # (OCR may glue it to the name before: "MDSigned: 2021-07-02").
 PAGE_FURNITURE = re.compile(r"\bpage \d+ (?:of|/) \d+\b|\bsignature\b|signed\b(?: by| on)?:?.*\d{2,4}\s*$", re.I)

@@ -23,13 +23,16 @@ from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE, VECTORS_TABLE
 
 # Entity kind -> (index kind, the code systems a final code may come from).
-SYSTEMS_BY_KIND: dict[str, tuple[str, tuple[str, ...]]] = {
-    "diagnosis": ("diagnosis", (ICD10CM,)),
-    "medication": ("medication", (RXNORM,)),
-    "allergy": ("medication", (RXNORM,)),
-    "lab": ("lab", (LOINC,)),
-    "vital": ("vital", (LOINC,)),
-    "procedure": ("procedure", (CPT, SNOMED)),  # only where a site has loaded a licensed release
+# Entity kind -> (index kinds searched, code systems). A lab-kind mention is any result row or
+# scored instrument: LOINC's clinical classes (spirometry, bone density, growth percentiles,
+# indexed as "vital") name results as often as its laboratory classes do.
+SYSTEMS_BY_KIND: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "diagnosis": (("diagnosis",), (ICD10CM,)),
+    "medication": (("medication",), (RXNORM,)),
+    "allergy": (("medication",), (RXNORM,)),
+    "lab": (("lab", "vital"), (LOINC,)),
+    "vital": (("vital",), (LOINC,)),
+    "procedure": (("procedure",), (CPT, SNOMED)),  # only where a site has loaded a licensed release
 }
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 # Characters OCR confuses; a term keyed with them folded still matches its misread forms.
@@ -83,6 +86,36 @@ def _unwritten_detail(display: str) -> float:
 def normalise_term(text: str) -> str:
     """Lower-case words only: what exact matching compares."""
     return " ".join(_TOKEN.findall(text.lower()))
+
+
+# Abbreviations of LOINC's short names (LOINC Users' Guide, appendix "LOINC short name
+# abbreviations") and the chart abbreviations of the same words (NLM SPECIALIST Lexicon LRABR):
+# each word read as what it stands for, on both the written name and the index's terms.
+LOINC_ABBREVIATIONS: dict[str, str] = {
+    "prctl": "percentile", "pctl": "percentile", "circumf": "circumference", "circ": "circumference",
+    "len": "length", "wt": "weight", "ht": "height", "bld": "blood", "ser": "serum", "plas": "plasma",
+    "serpl": "serum plasma", "ur": "urine", "calc": "calculated", "ofc": "occipital frontal circumference",
+    "resp": "respiratory", "temp": "temperature", "vol": "volume", "bp": "blood pressure",
+    "hr": "heart rate", "rr": "respiratory rate", "bmi": "body mass index", "cnc": "concentration",
+    "rto": "ratio", "fr": "fraction", "ab": "antibody", "ag": "antigen", "dxa": "dual x ray absorptiometry",
+}
+
+
+# Below this best score of the terms' own words, a LOINC name is searched by its expanded words.
+_LOINC_WORDS_BELOW = 0.5
+
+
+def loinc_words(text: str) -> set[str]:
+    """Content words of a LOINC name or a written result name, abbreviations expanded."""
+    words: set[str] = set()
+    for token in _TOKEN.findall(text.lower()):
+        if token not in _STOPWORDS:
+            words.update(LOINC_ABBREVIATIONS.get(token, token).split())
+    return words
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
 
 
 def _tokens(text: str) -> set[str]:
@@ -165,7 +198,7 @@ class TerminologyIndex:
         self._table = db.open_table(CONCEPTS_TABLE)
         # Semantic search where the index was built with embeddings (the model loads on first use).
         self._vectors = db.open_table(VECTORS_TABLE) if VECTORS_TABLE in db.table_names() else None
-        self._vector_kinds: dict[str, bool] = {}  # index kind -> whether it has vectors
+        self._vector_kinds: dict[tuple[str, ...], bool] = {}  # index kinds -> whether they have vectors
         columns = self._table.to_arrow().to_pydict()
         self._exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
         self._folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
@@ -194,8 +227,8 @@ class TerminologyIndex:
 
     def has_kind(self, kind: str) -> bool:
         """Whether any concept of this entity kind's systems is loaded."""
-        index_kind, systems = SYSTEMS_BY_KIND[kind]
-        return any((index_kind, system) in self._loaded for system in systems)
+        index_kinds, systems = SYSTEMS_BY_KIND[kind]
+        return any((index_kind, system) in self._loaded for index_kind in index_kinds for system in systems)
 
     def concept(self, system: str, code: str) -> IndexedConcept | None:
         """The concept with this code, or None when the code is not in the index."""
@@ -220,14 +253,15 @@ class TerminologyIndex:
     def _lookup(self, kind: str, text: str, k: int) -> list[CodeCandidate]:
         if kind not in SYSTEMS_BY_KIND:
             return []
-        index_kind, systems = SYSTEMS_BY_KIND[kind]
+        index_kinds, systems = SYSTEMS_BY_KIND[kind]
         found: dict[str, CodeCandidate] = {}
         if ICD10CM in systems:
             for code in code_readings(text):
                 concept = self._by_code.get((ICD10CM, code))
                 if concept:
                     self._keep(found, CodeCandidate(ICD10CM, code, concept.display, 0.95, "code-as-written"))
-        exact = [c for c in self._exact.get((index_kind, normalise_term(text)), []) if c.system in systems]
+        exact = [c for index_kind in index_kinds for c in self._exact.get((index_kind, normalise_term(text)), [])
+                 if c.system in systems]
         for concept in exact:
             score = 1.0 if concept.billable else 0.9
             if concept.term_type == "component":  # an analyte alone names many codes: the plainest first
@@ -235,7 +269,7 @@ class TerminologyIndex:
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             f"exact:{concept.term_type}"))
         if not exact:
-            for concept in self._folded.get((index_kind, ocr_folded(text)), []):
+            for concept in (c for index_kind in index_kinds for c in self._folded.get((index_kind, ocr_folded(text)), [])):
                 if concept.system in systems:
                     score = 0.95 if concept.billable else 0.85
                     self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, score,
@@ -243,8 +277,8 @@ class TerminologyIndex:
         # An exact billable match is the answer; full-text search (most of the lookup time)
         # only runs when there is none.
         if not any(c.billable and c.term_type != "component" for c in exact):
-            self._full_text(found, index_kind, systems, text, k)
-            self._semantic(found, index_kind, systems, text, k)
+            self._full_text(found, index_kinds, systems, text, k)
+            self._semantic(found, index_kinds, systems, text, k)
         if ICD10CM in systems:
             self._add_default_leaves(found, text)
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
@@ -331,7 +365,7 @@ class TerminologyIndex:
         fitting = [c for c in candidates if wanted in c.display]
         if not fitting:
             found: dict[str, CodeCandidate] = {}
-            self._full_text(found, "lab", (LOINC,), f"{analyte} {wanted.replace('/', ' ')} serum plasma", k)
+            self._full_text(found, ("lab",), (LOINC,), f"{analyte} {wanted.replace('/', ' ')} serum plasma", k)
             fitting = sorted((c for c in found.values() if wanted in c.display and
                               normalise_term(analyte) in normalise_term(c.display)),
                              key=lambda c: (-c.score, c.code))
@@ -342,15 +376,21 @@ class TerminologyIndex:
                                  f"unit-property:{wanted}")
         return [promoted] + [c for c in candidates if c.code != best.code][: k - 1]
 
-    def _full_text(self, found: dict[str, CodeCandidate], index_kind: str, systems: tuple[str, ...], text: str,
-                   k: int) -> None:
+    def _full_text(self, found: dict[str, CodeCandidate], index_kinds: tuple[str, ...], systems: tuple[str, ...],
+                   text: str, k: int) -> None:
+        self._full_text_terms(found, index_kinds, systems, text, k)
+        if systems == (LOINC,) and not any(c.score >= _LOINC_WORDS_BELOW for c in found.values()):
+            self._loinc_words(found, index_kinds, text, k)
+
+    def _full_text_terms(self, found: dict[str, CodeCandidate], index_kinds: tuple[str, ...],
+                         systems: tuple[str, ...], text: str, k: int) -> None:
         query = " ".join(_tokens(text))
         if not query:
             return
-        allowed = ", ".join(f"'{system}'" for system in systems)
+        allowed = _sql_list(systems)
         hits = (
             self._table.search(query, query_type="fts")
-            .where(f"kind = '{index_kind}' AND system IN ({allowed})", prefilter=True)
+            .where(f"kind IN ({_sql_list(index_kinds)}) AND system IN ({allowed})", prefilter=True)
             .limit(k * 8)
             .select(["system", "code", "term", "billable", "_score"])
             .to_list()
@@ -370,19 +410,54 @@ class TerminologyIndex:
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             "full-text"))
 
-    def _semantic(self, found: dict[str, CodeCandidate], index_kind: str, systems: tuple[str, ...], text: str,
-                  k: int) -> None:
+    def _loinc_words(self, found: dict[str, CodeCandidate], index_kinds: tuple[str, ...], text: str, k: int) -> None:
+        """LOINC names by their words, abbreviations read both ways ("OFC", "Head circ." and
+        "Head Circumf OFC" are one set of words), where the terms' own words found nothing
+        codable. A result name as charts print it is short and LOINC's names are long, so the
+        score is mostly how much of the written name a concept explains, then how little its
+        name adds."""
+        wanted = loinc_words(text)
+        if not wanted:
+            return
+        # Both spellings go to the full-text search: the index holds "Circumf" and "circumference".
+        query = " ".join(wanted | _tokens(text))
+        hits = (
+            self._table.search(query, query_type="fts")
+            .where(f"kind IN ({_sql_list(index_kinds)}) AND system = '{LOINC}'", prefilter=True)
+            .limit(k * 8)
+            .select(["system", "code", "term"])
+            .to_list()
+        )
+        written = normalise_term(text)
+        for hit in hits:
+            concept = self._by_code.get((hit["system"], hit["code"]))
+            if concept is None or normalise_term(hit["term"]) == written:
+                continue
+            # The term found the concept; what it adds is judged on its full name (a component
+            # term, "Circumference.occipital-frontal", names every method's code alike).
+            named = loinc_words(concept.display)
+            shared = len(wanted & (loinc_words(hit["term"]) | named))
+            if not shared:
+                continue
+            score = 0.85 * (0.7 * shared / len(wanted) + 0.3 * len(wanted & named) / max(len(named), 1))
+            if "/" in concept.display and "/" not in text:
+                score *= 0.9  # a ratio of two quantities ("Head circumference/Abdominal circumference")
+            self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
+                                            "full-text"))
+
+    def _semantic(self, found: dict[str, CodeCandidate], index_kinds: tuple[str, ...], systems: tuple[str, ...],
+                  text: str, k: int) -> None:
         """Nearest billable terms by sentence embedding, merged with the full-text hits:
         a code either search finds keeps the better score (hybrid retrieval)."""
-        if self._vectors is None or not normalise_term(text) or not self._has_vectors(index_kind):
+        if self._vectors is None or not normalise_term(text) or not self._has_vectors(index_kinds):
             return  # no vectors of this kind: embedding the text (and loading the model) would find nothing
         from terminology_index.embeddings import embed
 
-        allowed = ", ".join(f"'{system}'" for system in systems)
+        allowed = _sql_list(systems)
         hits = (
             self._vectors.search(embed([text])[0])
             .distance_type("cosine")
-            .where(f"kind = '{index_kind}' AND system IN ({allowed})", prefilter=True)
+            .where(f"kind IN ({_sql_list(index_kinds)}) AND system IN ({allowed})", prefilter=True)
             .limit(k * 2)
             .select(["system", "code", "term", "_distance"])
             .to_list()
@@ -398,10 +473,10 @@ class TerminologyIndex:
             self._keep(found, CodeCandidate(concept.system, concept.code, concept.display, round(score, 4),
                                             "semantic"))
 
-    def _has_vectors(self, index_kind: str) -> bool:
-        if index_kind not in self._vector_kinds:
-            self._vector_kinds[index_kind] = self._vectors.count_rows(f"kind = '{index_kind}'") > 0
-        return self._vector_kinds[index_kind]
+    def _has_vectors(self, index_kinds: tuple[str, ...]) -> bool:
+        if index_kinds not in self._vector_kinds:
+            self._vector_kinds[index_kinds] = self._vectors.count_rows(f"kind IN ({_sql_list(index_kinds)})") > 0
+        return self._vector_kinds[index_kinds]
 
     @staticmethod
     def _keep(found: dict[str, CodeCandidate], candidate: CodeCandidate) -> None:

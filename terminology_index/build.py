@@ -109,7 +109,7 @@ def _fingerprint(path: Path) -> str:
 
 # Bumped when the build reads the same files into different rows: indexes built before
 # are then rebuilt, not reused.
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 
 
 def index_version(sources: IndexSources) -> str:

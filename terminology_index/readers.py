@@ -172,7 +172,9 @@ def read_rxnorm_tsv(concepts: Path, relations: Path | None = None) -> Iterator[C
 def read_loinc_csv(path: Path) -> Iterator[Concept]:
     """Regenstrief Loinc.csv or LoincTableCore.csv (also the gzipped TSV extract in shared/).
 
-    Only laboratory and clinical classes (CLASSTYPE 1 and 2) that are not deprecated.
+    Laboratory, clinical and survey classes (CLASSTYPE 1, 2 and 4) that are not deprecated;
+    claims attachments (3) name no result. A scored instrument (PHQ-9, GAD-7, AUDIT-C) is
+    looked up like a lab result, as in the starter set.
     """
     require_file(path, "LOINC table", "unzip the LOINC release and point terminology.loinc_table at Loinc.csv")
     delimiter = "\t" if ".tsv" in path.name else ","
@@ -182,11 +184,11 @@ def read_loinc_csv(path: Path) -> Iterator[Concept]:
         reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
         for row in reader:
             row = {k.lower(): v for k, v in row.items()}
-            if row.get("status") == "DEPRECATED" or row.get("classtype") not in ("1", "2"):
+            if row.get("status") == "DEPRECATED" or row.get("classtype") not in ("1", "2", "4"):
                 continue
             code = row["loinc_num"]
             display = row.get("long_common_name") or row.get("component", "")
-            kind = "lab" if row.get("classtype") == "1" else "vital"
+            kind = "vital" if row.get("classtype") == "2" else "lab"
             unit = row.get("example_ucum_units") or None
             yield Concept(LOINC, code, display, display, "preferred", kind, True, unit=unit)
             # Short name, and the friendlier names of the full table (DisplayName, consumer name).

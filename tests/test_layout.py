@@ -55,6 +55,7 @@ from pipeline.layout import (  # noqa: E402  (kept beside the tests that use the
     blocks,
     find_tables,
     join_key_values,
+    join_stacked_fields,
     key_values,
     reading_order,
     skew_angle,
@@ -207,3 +208,12 @@ def test_a_label_followed_by_another_label_takes_no_value() -> None:
 
     assert [(f.key, f.value) for f in key_values(row)] == [("Sex", "F")]
     assert join_key_values(row) is row
+
+
+def test_a_heading_over_a_key_value_line_is_not_stacked_onto_it() -> None:
+    lines = [OcrLine(0, "SCREENING", 0.97, [[80, 40], [161, 40], [161, 60], [80, 60]], [80, 40, 161, 60]),
+             OcrLine(1, "GAD-7 score: 8", 0.97, [[80, 68], [206, 68], [206, 88], [80, 88]], [80, 68, 206, 88])]
+
+    rows = join_stacked_fields(reading_order(lines))
+
+    assert [row.text for row in rows] == ["SCREENING", "GAD-7 score: 8"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.terminology import TerminologyIndex, normalise_term
+from pipeline.terminology import TerminologyIndex, loinc_words, normalise_term
 from terminology_index import ICD10CM, LOINC, RXNORM
 
 
@@ -108,3 +108,14 @@ def test_lexicon_holds_normalised_terms_of_one_kind(terminology_index: Terminolo
 def test_index_records_its_version(terminology_index: TerminologyIndex) -> None:
     assert terminology_index.version.startswith("tix-")
     assert terminology_index.record["terms"] > 50_000  # the bundled ICD-10-CM is in
+
+
+def test_a_result_row_may_name_a_clinical_loinc_class(terminology_index: TerminologyIndex) -> None:
+    # Lab-kind mentions search LOINC's clinical classes too (spirometry, growth, vital signs).
+    assert terminology_index.candidates("lab", "Heart rate")[0].code == "8867-4"
+
+
+def test_loinc_words_read_short_name_and_chart_abbreviations_alike() -> None:
+    assert loinc_words("Head Circumf OFC") == {"head", "circumference", "occipital", "frontal"}
+    assert loinc_words("Head circ.") == {"head", "circumference"}
+    assert loinc_words("Wt-for-len Prctl") == loinc_words("Weight-for-length pctl") == {"weight", "length", "percentile"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
 
 from pipeline.layout import Row
@@ -32,6 +33,10 @@ _BLOOD_PRESSURE = re.compile(rf"\b(?:BP|blood pressure){_LINK}(\d{{2,3}})\s*/\s*
 _SCORE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9()/ -]{1,60}?)\s+(?:total\s+)?score\s*:?\s*(?P<value>\d{1,3})\b"
                     r"|^(?P<scale>[A-Za-z][A-Za-z0-9 -]{1,40}?\b(?:scale|index|questionnaire))\s*:\s*(?P<scale_value>\d{1,3})\b",
                     re.I)
+# One "name value unit" item of a vitals list ("Wt-for-length pctl 32.6 %", "OFC 50.3 cm",
+# "FEV1/FVC: 63 %"): a measure none of the patterns above names, coded by its name.
+_MEASURE = re.compile(rf"^(?P<name>[A-Za-z][A-Za-z0-9 .()/+-]{{0,50}}?)\s*:?\s+(?P<value>-?{NUMBER})"
+                      rf"\s*(?P<unit>%|[A-Za-z/][A-Za-z0-9/*^.]*)?$")
 _DEFAULT_VITAL_UNITS = {"pulse": "/min", "respiratory rate": "/min", "spo2": "%", "bmi": "kg/m2", "pain": "{score}"}
 _REFERENCE = rf"(?:[<>≤≥]=?\s*{NUMBER}|{NUMBER}\s*(?:-|–|to)\s*{NUMBER})"
 _LAB_ROW = re.compile(
@@ -84,6 +89,8 @@ class ObservationReader:
         found = self._vitals(ctx)
         lab = self._lab_row(ctx)
         read = [lab] if lab else self._scores(ctx)
+        if not lab and ctx.role == "vitals":
+            read += self._measures(ctx, {entity.text for entity in read})
         if read:
             ctx.claimed = True
         return found + read
@@ -100,7 +107,32 @@ class ObservationReader:
                     found.append(entity)
         return found
 
+    def _measures(self, ctx: ReadContext, read: set[str]) -> list[Entity]:
+        """The items of a vitals list that no vital pattern and no score reads, as results
+        coded by name: any measure the LOINC index names, not only the patterns' own."""
+        found = []
+        for item in re.split(r"\s*[,;]\s+", ctx.text):
+            match = _MEASURE.match(item.strip().rstrip("."))
+            if not match or _BLOOD_PRESSURE.search(item) or any(p.search(item) for _, p in _VITAL_PATTERNS):
+                continue
+            name = match.group("name").strip(" :")
+            if name in read or _SCORE.match(item.strip()):
+                continue
+            entity = new_entity("lab", name, ctx, "present")
+            entity.value, entity.value_num = match.group("value"), float(match.group("value"))
+            unit = match.group("unit")
+            entity.unit = normalise_unit(unit) if unit else None
+            known = normalise_term(name) in self.lexicons.labs
+            score_field(entity, "name", name, STRENGTH["pattern" if known else "unknown_lab_name"])
+            score_field(entity, "value", entity.value, STRENGTH["pattern"])
+            score_field(entity, "unit", entity.unit, STRENGTH["pattern"] if unit and ucum_code(unit)
+                        else STRENGTH["unknown_unit" if unit else "no_unit"])
+            found.append(entity)
+        return found
+
     def _score(self, text: str, ctx: ReadContext) -> Entity | None:
+        # OCR puts accents on letters of a scan ("DAST-10 scorè: 0"); the patterns read plain letters.
+        text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
         match = _SCORE.match(text)
         if not match or _BLOOD_PRESSURE.search(text) or re.match(r"\s*pain\b", text, re.I):
             return None
@@ -117,7 +149,9 @@ class ObservationReader:
 
     def _vitals(self, ctx: ReadContext) -> list[Entity]:
         found = []
-        for segment in label_value_segments(ctx.row):
+        # A vitals sentence wrapped over rows ("..., Resp." / "rate 15 breaths/min") is one phrase.
+        segments = [_SegmentRow(ctx.row.lines)] if len(ctx.spans) > 1 else label_value_segments(ctx.row)
+        for segment in segments:
             text = segment.text
             single = replace(ctx, row=segment)
             bp = _BLOOD_PRESSURE.search(text)

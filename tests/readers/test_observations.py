@@ -58,3 +58,25 @@ def test_scores_listed_inline_are_each_an_observation(read) -> None:
 
     assert [(s.text, s.value_num) for s in of_kind(read(lines), "lab")] == [
         ("Braden scale", 18), ("EPDS score", 9), ("PHQ-9 score", 4)]
+
+
+def test_a_heading_over_scores_is_no_label_over_its_value(read) -> None:
+    # A heading no reader knows, then "Key: value" rows: the first row is not the heading's value.
+    lines = column("SCREENING", "GAD-7 score: 8", "PHQ-2 score: 1", "DAST-10 scorè: 0")
+
+    scores = [(s.text, s.value_num) for s in of_kind(read(lines), "lab")]
+
+    assert scores == [("GAD-7 score", 8), ("PHQ-2 score", 1), ("DAST-10 score", 0)]  # the OCR accent read plain
+
+
+def test_a_vitals_sentence_wrapped_over_rows_with_measures_no_pattern_names(read) -> None:
+    lines = column("Vital signs:", "Blood pressure 120/83 mmHg, Ht 93.4 cm, Weight 13.4 kg, Wt-for-length",
+                   "pctl 32.6 %, OFC 50.3 cm, FEV1/FVC 63 %, HR 75 bpm, Resp.", "rate 15 breaths/min")
+
+    entities = read(lines)
+
+    vitals = {v.attribute: v.value_num for v in of_kind(entities, "vital")}
+    assert vitals == {"systolic": 120, "diastolic": 83, "height": 93.4, "weight": 13.4, "pulse": 75,
+                      "respiratory rate": 15}
+    measures = [(m.text, m.value_num, m.unit) for m in of_kind(entities, "lab")]
+    assert measures == [("Wt-for-length pctl", 32.6, "%"), ("OFC", 50.3, "cm"), ("FEV1/FVC", 63, "%")]

@@ -115,11 +115,13 @@ def test_rxnorm_rrf_without_relations_leaves_drugs_unlinked(release_files: dict[
 # LOINC -----------------------------------------------------------------------------------
 
 
-def test_loinc_csv_reads_lab_and_clinical_terms_and_skips_deprecated(release_files: dict[str, Path]) -> None:
+def test_loinc_csv_reads_lab_clinical_and_survey_terms_and_skips_deprecated(release_files: dict[str, Path]) -> None:
     concepts = list(r.read_loinc_csv(release_files["loinc"]))
     codes = preferred(concepts)
 
-    assert set(codes) == {"2345-7", "8867-4"}  # 2339-0 is DEPRECATED, 72133-2 is a survey (classtype 4)
+    assert set(codes) == {"2345-7", "8867-4", "72133-2"}  # 2339-0 is DEPRECATED
+    # A scored instrument (classtype 4) is looked up like a lab result.
+    assert (codes["72133-2"].kind, codes["72133-2"].unit) == ("lab", "{score}")
     glucose = codes["2345-7"]
     assert (glucose.system, glucose.kind, glucose.unit) == (LOINC, "lab", "mg/dL")
     assert glucose.display == "Glucose [Mass/volume] in Serum or Plasma"
