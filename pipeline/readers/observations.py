@@ -31,7 +31,7 @@ _VITAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _BLOOD_PRESSURE = re.compile(rf"\b(?:BP|blood pressure){_LINK}(\d{{2,3}})\s*/\s*(\d{{2,3}})\s*(mm ?hg)?", re.I)
 # A scored instrument: "PHQ-2 score: 2", "GAD-7 total score 3", "Morse Fall Scale: 30".
 _SCORE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9()/ -]{1,60}?)\s+(?:total\s+)?score\s*:?\s*(?P<value>\d{1,3})\b"
-                    r"|^(?P<scale>[A-Za-z][A-Za-z0-9 -]{1,40}?\b(?:scale|index|questionnaire))\s*:\s*(?P<scale_value>\d{1,3})\b",
+                    r"|^(?P<scale>[A-Za-z][A-Za-z0-9 -]{1,40}?\b(?:scale|index|questionnaire))\s*:?\s*(?P<scale_value>\d{1,3})\b",
                     re.I)
 # One "name value unit" item of a vitals list ("Wt-for-length pctl 32.6 %", "OFC 50.3 cm",
 # "FEV1/FVC: 63 %"): a measure none of the patterns above names, coded by its name.

@@ -62,11 +62,11 @@ def test_scores_listed_inline_are_each_an_observation(read) -> None:
 
 def test_a_heading_over_scores_is_no_label_over_its_value(read) -> None:
     # A heading no reader knows, then "Key: value" rows: the first row is not the heading's value.
-    lines = column("SCREENING", "GAD-7 score: 8", "PHQ-2 score: 1", "DAST-10 scorè: 0")
+    lines = column("SCREENING", "GAD-7 score: 8", "PHQ-2 score: 1", "DAST-10 scorè: 0", "Morse Fall Scale 45")
 
     scores = [(s.text, s.value_num) for s in of_kind(read(lines), "lab")]
 
-    assert scores == [("GAD-7 score", 8), ("PHQ-2 score", 1), ("DAST-10 score", 0)]  # the OCR accent read plain
+    assert scores == [("GAD-7 score", 8), ("PHQ-2 score", 1), ("DAST-10 score", 0), ("Morse Fall Scale", 45)]  # the OCR accent read plain
 
 
 def test_a_vitals_sentence_wrapped_over_rows_with_measures_no_pattern_names(read) -> None:
