@@ -46,7 +46,7 @@ class OcrConfig(_Strict):
     graph_optimization_level: Literal[0, 1, 2, 99] | None = None  # onnxruntime; None: its default (99)
     enable_cpu_mem_arena: bool | None = None  # onnxruntime; None: its default (on)
     execution_mode: Literal["sequential", "parallel"] | None = None  # onnxruntime; None: sequential
-    # latin: the rec head scores Latin-script characters and symbols only, a third of rec time (ocr_charset)
+    # latin: the rec head scores Latin-script characters and symbols only: a lighter head (ocr_charset)
     rec_charset: Literal["all", "latin"] = "all"
 
     @model_validator(mode="after")

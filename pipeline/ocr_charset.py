@@ -1,9 +1,9 @@
 """A recognition model that scores only the characters of Latin-script pages (`ocr.rec_charset=latin`).
 
 The PP-OCRv6 small recognition head is a MatMul + Softmax over 18,710 classes (CJK, Latin,
-Greek, Cyrillic, symbols) at every time step: with OpenVINO bf16 it is about a third of the
-model's time on a text line, and its output (time steps x 18,710 floats, ~12 MB for a long
-line) is copied and reduced by argmax on every call. Medical records in Latin script never
+Greek, Cyrillic, symbols) at every time step: with OpenVINO bf16 it is about a quarter of the
+model's time on a text line (FullyConnected + Softmax in its per-layer profile), and its output
+(time steps x 18,710 floats, ~12 MB for a long line) is copied and reduced by argmax on every call. Medical records in Latin script never
 need the CJK columns, so this module keeps the head's columns of the characters below and
 drops the rest: the blank, the characters kept and the space keep their weights, the softmax
 runs over them alone. A line's best character among those kept is what the full head would
