@@ -56,6 +56,19 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "openvino_bf16_w128_det_736": {"runtime": "openvino", "precision": "bf16", "rec_width_step": 128,
                                    "det_limit_side_len": 736},
     "openvino_bf16_rec_batch_1": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1},
+    # One line per call, widths padded to a multiple of 32 or 64: OpenVINO prepares kernels per
+    # input shape, and a line width it has not seen costs about 2.5x one it has.
+    "openvino_bf16_rec_batch_1_w32": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1,
+                                      "rec_width_step": 32},
+    "openvino_bf16_rec_batch_1_w64": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1,
+                                      "rec_width_step": 64},
+    # The recognition head cut to Latin-script characters (pipeline.ocr_charset).
+    "openvino_bf16_latin": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1, "rec_charset": "latin"},
+    "openvino_bf16_latin_w32": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1,
+                                "rec_charset": "latin", "rec_width_step": 32},
+    "openvino_bf16_latin_w64": {"runtime": "openvino", "precision": "bf16", "rec_batch_size": 1,
+                                "rec_charset": "latin", "rec_width_step": 64},
+    "ort_latin_rec_batch_1": {"rec_batch_size": 1, "rec_charset": "latin"},
     "ort_int8_rec": {"precision": "int8"},
     "ort_int8_rec_batch_1": {"precision": "int8", "rec_batch_size": 1},
     "ort_int8_rec_batch_1_det_736": {"precision": "int8", "rec_batch_size": 1, "det_limit_side_len": 736},

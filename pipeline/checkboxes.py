@@ -27,9 +27,10 @@ CHECKED_INK = 0.15  # interior share of dark ink from which a box is checked (an
 FAINT_INK = 0.15  # interior share of faint marking from which an unchecked box is ambiguous
 
 
-def _ink_threshold(gray: np.ndarray) -> float:
-    """Otsu's threshold between paper and ink (works on low-contrast scans too)."""
-    histogram = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+def _ink_threshold(histogram: np.ndarray) -> float:
+    """Otsu's threshold between paper and ink (works on low-contrast scans too), from the
+    page's 256-level histogram."""
+    histogram = histogram.astype(np.float64)
     levels = np.arange(256)
     weight = np.cumsum(histogram)
     mean = np.cumsum(histogram * levels)
@@ -41,6 +42,17 @@ def _ink_threshold(gray: np.ndarray) -> float:
     # A clean two-tone page leaves a plateau of equally good thresholds: take its middle.
     best = np.flatnonzero(np.nan_to_num(between, nan=-1.0) >= np.nanmax(between) * (1 - 1e-9))
     return float(best[0] + best[-1]) / 2
+
+
+def _histogram_median(values: np.ndarray, counts: np.ndarray) -> float:
+    """np.median of the pixels whose values and counts these are (values ascending): the
+    page statistics come from its histogram, not from sorting millions of pixels."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    # The two middle pixels (the same one when the count is odd), averaged as np.median does.
+    low = values[np.searchsorted(cumulative, (total - 1) // 2, side="right")]
+    high = values[np.searchsorted(cumulative, total // 2, side="right")]
+    return (float(low) + float(high)) / 2
 
 
 def _is_outline(component: np.ndarray) -> bool:
@@ -74,12 +86,20 @@ def _first_run(row: np.ndarray) -> int:
 
 def detect_checkboxes(gray: np.ndarray, dpi: int) -> list[CheckboxMark]:
     """Check boxes on an 8-bit grayscale page (H x W), top to bottom, left to right."""
-    threshold = _ink_threshold(gray)
+    histogram = np.bincount(gray.ravel(), minlength=256)
+    threshold = _ink_threshold(histogram)
     ink = gray <= threshold
-    paper_pixels = gray[~ink]
-    paper = float(np.median(paper_pixels)) if paper_pixels.size else 255.0
-    noise = 1.4826 * float(np.median(np.abs(paper_pixels - paper))) if paper_pixels.size else 0.0
-    ink_level = float(np.median(gray[ink])) if ink.any() else 0.0
+    levels = np.arange(256)
+    is_paper = (levels > threshold) & (histogram > 0)
+    is_ink = (levels <= threshold) & (histogram > 0)
+    paper, noise, ink_level = 255.0, 0.0, 0.0
+    if is_paper.any():
+        paper = _histogram_median(levels[is_paper], histogram[is_paper])
+        deviation = np.abs(levels[is_paper] - paper)
+        order = np.argsort(deviation, kind="stable")
+        noise = 1.4826 * _histogram_median(deviation[order], histogram[is_paper][order])
+    if is_ink.any():
+        ink_level = _histogram_median(levels[is_ink], histogram[is_ink])
     # A faint mark (light pencil, a weak scan) is lighter than the ink threshold but darker
     # than the paper by more than its noise (speckle, JPEG ringing) and a share of the contrast.
     faint = gray < paper - max(3.5 * noise, 0.15 * (paper - ink_level))

@@ -46,6 +46,8 @@ class OcrConfig(_Strict):
     graph_optimization_level: Literal[0, 1, 2, 99] | None = None  # onnxruntime; None: its default (99)
     enable_cpu_mem_arena: bool | None = None  # onnxruntime; None: its default (on)
     execution_mode: Literal["sequential", "parallel"] | None = None  # onnxruntime; None: sequential
+    # latin: the rec head scores Latin-script characters and symbols only: a lighter head (ocr_charset)
+    rec_charset: Literal["all", "latin"] = "all"
 
     @model_validator(mode="after")
     def _paddle_needs_model_dirs(self) -> "OcrConfig":
@@ -63,6 +65,8 @@ class OcrConfig(_Strict):
             raise ValueError("ocr precision int8 needs runtime onnxruntime, backend paddle_onnx, device cpu")
         if self.runtime == "openvino" and (self.backend != "paddle_onnx" or self.device != "cpu"):
             raise ValueError("ocr runtime openvino runs the paddle_onnx backend on device cpu")
+        if self.rec_charset != "all" and self.backend != "paddle_onnx":
+            raise ValueError("ocr rec_charset other than 'all' needs backend paddle_onnx (its model dirs)")
         return self
 
 

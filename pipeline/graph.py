@@ -38,6 +38,7 @@ def staged_ocr_dirs(ocr: OcrConfig) -> OcrModelDirs | None:
 def ocr_runtime_kwargs(ocr: OcrConfig) -> dict:
     """The embedded backend's runtime and session settings as OcrStage arguments."""
     return dict(runtime=ocr.runtime, precision=ocr.precision, rec_width_step=ocr.rec_width_step,
+                rec_charset=ocr.rec_charset,
                 graph_optimization_level=ocr.graph_optimization_level,
                 enable_cpu_mem_arena=ocr.enable_cpu_mem_arena, execution_mode=ocr.execution_mode)
 

@@ -25,7 +25,7 @@ from pipeline.store import DOCUMENTS, OCR, PAGES, Fingerprints, digest, document
 PACKAGE = Path(pipeline.__file__).resolve().parent
 # Code whose change changes OCR output (render, OCR, the check boxes found on the image).
 OCR_CODE = ("stages/render.py", "stages/ocr.py", "checkboxes.py", "ocr_models.py", "ocr_onnx.py", "ocr_runtime.py",
-            "ocr_quantize.py")
+            "ocr_quantize.py", "ocr_charset.py")
 ASSEMBLY_CODE = ("assemble/*.py",)
 # Code that does not change what a page or document yields: orchestration, the store itself,
 # reports, benchmarks' helpers and the other commands. Everything else in the package counts
@@ -88,6 +88,7 @@ def fingerprints(cfg: MedrecConfig, terminology_version: str) -> Fingerprints:
                       ocr.det_limit_side_len, ocr.det_model_name, ocr.rec_model_name,
                       # the runtime, its precision and line batching change the text read (README)
                       ocr.runtime, ocr.precision, ocr.rec_batch_size, ocr.rec_width_step,
+                      ocr.rec_charset,
                       cfg.render.model_dump_json(), _code_digest(OCR_CODE))
     extract = cfg.extract.model_dump(exclude={"replicas", "batch_size", "cpus_per_replica", "timeout_s",
                                               "max_retries", "backoff_s", "concurrency", "base_url", "api_key_env",

@@ -46,9 +46,9 @@ class OpenVinoSession:
 
     def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         inputs = {name: self._padded(feeds[name]) for name in self._inputs}
-        results = self._request.infer(inputs)
+        # Shared, then copied once: the request reuses its output buffers on the next call.
+        results = self._request.infer(inputs, share_inputs=True, share_outputs=True)
         names = output_names or list(self._outputs)
-        # Copies: the request reuses its output buffers on the next call.
         return [np.array(results[self._outputs[name]]) for name in names]
 
     def _padded(self, batch: np.ndarray) -> np.ndarray:

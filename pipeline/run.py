@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -83,6 +83,7 @@ def prepare_models(cfg: MedrecConfig) -> str:
     actor starts, so actors only open them. Returns the index version."""
     from pipeline.graph import staged_ocr_dirs
     from pipeline.ocr_models import ensure_ocr_model_dirs, require_staged_model_dirs
+    from pipeline.ocr_charset import ensure_charset_rec_dir
     from pipeline.ocr_quantize import ensure_int8_rec_dir
 
     from pipeline.lexicon import ensure_lexicons
@@ -92,6 +93,7 @@ def prepare_models(cfg: MedrecConfig) -> str:
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
         dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)
+        dirs = replace(dirs, rec_model_dir=ensure_charset_rec_dir(dirs, cfg.ocr.rec_charset))
         if cfg.ocr.precision == "int8":
             ensure_int8_rec_dir(dirs)  # a minute of calibration, here once rather than in every actor
     else:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.checkboxes import AMBIGUOUS, CHECKED, UNCHECKED, attach_labels, detect_checkboxes, page_checkboxes
+from pipeline.checkboxes import (AMBIGUOUS, CHECKED, UNCHECKED, _histogram_median, attach_labels, detect_checkboxes,
+                                 page_checkboxes)
 from pipeline.records import CheckboxMark, OcrLine
 
 DPI = 150
@@ -162,3 +164,11 @@ def test_a_page_of_one_grey_level_has_no_boxes() -> None:
     # The back of a sheet (all white) or a black frame: no ink/paper split to threshold.
     for level in (255, 0, 128):
         assert detect_checkboxes(np.full((300, 200), level, dtype=np.uint8), DPI) == []
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 10, 501])
+def test_the_histogram_median_is_numpys_median(size: int) -> None:
+    pixels = np.random.default_rng(size).integers(0, 256, size).astype(np.uint8)
+    counts = np.bincount(pixels, minlength=256)
+    levels = np.flatnonzero(counts)
+    assert _histogram_median(levels, counts[levels]) == float(np.median(pixels))

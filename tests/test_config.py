@@ -116,6 +116,14 @@ def test_openvino_is_a_cpu_runtime_of_the_onnx_backend_and_bf16_needs_it() -> No
         load_config(["ocr=paddle_onnx", "ocr.precision=int8"])
 
 
+def test_the_latin_head_is_the_default_and_the_engine_before_keeps_every_character() -> None:
+    assert load_config([]).ocr.rec_charset == "latin"
+    assert load_config(["ocr=paddle_onnx_ort"]).ocr.rec_charset == "all"
+    assert load_config(["ocr=paddle_onnx_all_scripts"]).ocr.rec_charset == "all"
+    with pytest.raises(ValidationError, match="rec_charset other than 'all' needs backend paddle_onnx"):
+        load_config(["ocr=paddle_gpu", "+ocr.rec_charset=latin"])
+
+
 def test_the_vllm_option_takes_its_pool_from_the_plan_values(tmp_path: Path) -> None:
     cfg = load_config(runnable("extract=vllm", tmp_path) + ["extract.tensor_parallel_size=2", "extract.replicas=3"])
 

@@ -34,3 +34,14 @@ def test_openvino_answers_as_onnx_runtime_and_pads_line_widths(rec_model) -> Non
     np.testing.assert_allclose(unpadded, expected, atol=2e-3)
     with pytest.raises(ValueError, match="precision"):
         OpenVinoSession(rec_model, threads=1, precision="int4")
+
+
+def test_an_answer_outlives_the_next_call(rec_model) -> None:
+    # The request's output buffers are shared and reused: what run returned must be a copy.
+    rng = np.random.default_rng(1)
+    first_lines, second_lines = (rng.uniform(-1, 1, (1, 3, 48, 160)).astype(np.float32) for _ in range(2))
+    session = OpenVinoSession(rec_model, threads=1, precision="f32")
+    (first,) = session.run(None, {"x": first_lines})
+    kept = first.copy()
+    session.run(None, {"x": second_lines})
+    np.testing.assert_array_equal(first, kept)

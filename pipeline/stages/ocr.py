@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.checkboxes import page_checkboxes
+from pipeline.ocr_charset import CHARSETS, ensure_charset_rec_dir
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.ocr_onnx import onnx_engine_kwargs, require_provider
 from pipeline.ocr_quantize import ensure_int8_rec_dir
@@ -72,6 +73,7 @@ class OcrStage(Stage):
         graph_optimization_level: int | None = None,
         enable_cpu_mem_arena: bool | None = None,
         execution_mode: str | None = None,
+        rec_charset: str = "all",
     ):
         """
         Args:
@@ -99,6 +101,8 @@ class OcrStage(Stage):
                 width so its per-shape kernels are reused; None: no padding.
             graph_optimization_level, enable_cpu_mem_arena, execution_mode: ONNX Runtime
                 session options (pipeline.ocr_onnx); None keeps ONNX Runtime's default.
+            rec_charset: paddle_onnx only: "all" characters of the recognition dictionary, or
+                "latin": its head cut to Latin-script characters and symbols (pipeline.ocr_charset).
         """
         super().__init__(resources)
         if cpu_threads < 1:
@@ -134,6 +138,10 @@ class OcrStage(Stage):
                              "or int8 with onnxruntime on cpu")
         if rec_width_step is not None and rec_width_step < 1:
             raise ValueError(f"rec_width_step must be >= 1, got {rec_width_step}")
+        if rec_charset not in CHARSETS or (rec_charset != "all" and backend != "paddle_onnx"):
+            raise ValueError(f"ocr rec_charset must be one of {CHARSETS} ('all' on the paddle backend), "
+                             f"got {rec_charset!r}")
+        self.rec_charset = rec_charset
         self.runtime = runtime
         self.precision = precision
         self.rec_width_step = rec_width_step
@@ -170,6 +178,7 @@ class OcrStage(Stage):
                                **_model_kwargs(dirs), **common)
         else:
             dirs = ensure_ocr_model_dirs(self.model_dir, self.source_dir)
+            dirs = replace(dirs, rec_model_dir=ensure_charset_rec_dir(dirs, self.rec_charset))
             if self.precision == "int8":
                 dirs = replace(dirs, rec_model_dir=ensure_int8_rec_dir(dirs))
             # ONNX Runtime on CPU, or on a card through its CUDA provider (pipeline.ocr_onnx);
