@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib.util
 import io
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -43,7 +44,12 @@ def _dotted(code: str) -> str:
 
 def bundled_icd10cm_xml() -> Path:
     """The CDC tabular XML that ships inside the `simple-icd-10-cm` package."""
-    data = resources.files("simple_icd_10_cm") / "data"
+    # Located by its spec, not imported: importing the package parses the whole XML (4 s),
+    # and every run asks for this path to fingerprint the index's sources.
+    spec = importlib.util.find_spec("simple_icd_10_cm")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the simple-icd-10-cm package is not installed: install it or set the XML path")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
     matches = sorted(p for p in data.iterdir() if p.name.startswith("icd10") and p.name.endswith(".xml"))
     if not matches:
         raise FileNotFoundError(f"no ICD-10-CM tabular XML in {data}: reinstall simple-icd-10-cm")
