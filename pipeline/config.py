@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from terminology_index.build import IndexSources
+from terminology_index.sources import IndexSources
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
