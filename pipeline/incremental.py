@@ -20,6 +20,8 @@ import pyarrow as pa
 
 import pipeline
 from pipeline.config import MedrecConfig, expand
+from pipeline.file_hashes import FileHashes
+from pipeline.ocr_models import OcrModelDirs
 from pipeline.store import DOCUMENTS, OCR, PAGES, Fingerprints, digest, document_key, input_sha, ocr_key, result_key
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
@@ -33,7 +35,8 @@ ASSEMBLY_CODE = ("assemble/*.py",)
 NOT_RESULT_CODE = ("run.py", "cli.py", "config.py", "graph.py", "ray_adapter.py", "attempts.py", "placement.py",
                    "plan.py", "report.py",
                    "evaluate.py", "manifest.py", "manifest_source.py", "models_check.py", "offline.py", "store.py",
-                   "store_writes.py", "incremental.py", "__init__.py", "synth/*", "review/*", "deid/*")
+                   "store_writes.py", "incremental.py", "file_hashes.py", "beside_index.py", "__init__.py",
+                   "synth/*", "review/*", "deid/*")
 
 
 def _extraction_code() -> tuple[str, ...]:
@@ -70,21 +73,33 @@ def _versions(packages: tuple[str, ...]) -> str:
     return ",".join(found)
 
 
+def model_dir_files(dirs: OcrModelDirs) -> list[Path]:
+    """The files of the det and (full) rec model dirs: what the OCR fingerprint hashes."""
+    return [p for d in (dirs.det_model_dir, dirs.rec_model_dir) for p in Path(d).iterdir() if p.is_file()]
+
+
 def ocr_model_files(cfg: MedrecConfig) -> list[Path]:
     """The model files OCR loads: the embedded dirs (built if absent) or the staged paddle dirs."""
     from pipeline.graph import staged_ocr_dirs
     from pipeline.ocr_models import ensure_ocr_model_dirs
 
     source = expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None
-    dirs = staged_ocr_dirs(cfg.ocr) or ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), source)
-    return [p for d in (dirs.det_model_dir, dirs.rec_model_dir) for p in Path(d).iterdir() if p.is_file()]
+    return model_dir_files(staged_ocr_dirs(cfg.ocr) or ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), source))
 
 
-def fingerprints(cfg: MedrecConfig, terminology_version: str) -> Fingerprints:
+def fingerprints(cfg: MedrecConfig, terminology_version: str, ocr_files: list[Path] | None = None,
+                 hashes: FileHashes | None = None) -> Fingerprints:
     """The stages' fingerprints for this config: model files by content, code by content,
-    and the config values that change results (not paths, pool sizes or progress output)."""
+    and the config values that change results (not paths, pool sizes or progress output).
+
+    `ocr_files`: the model files `prepare_models` checked (None: check the dirs here);
+    `hashes`: their digest remembered from an earlier run while the files are unchanged."""
     ocr = cfg.ocr
-    ocr_part = digest(ocr.backend, _versions(OCR_ENGINE_PACKAGES), _files_digest(ocr_model_files(cfg)),
+    files = sorted(ocr_model_files(cfg) if ocr_files is None else ocr_files)
+    # One digest over the files, as before the hashes were remembered: the stores' OCR keys stay valid.
+    model_digest = (hashes.remember("ocr-models:" + "|".join(map(str, files)), files, lambda: _files_digest(files))
+                    if hashes else _files_digest(files))
+    ocr_part = digest(ocr.backend, _versions(OCR_ENGINE_PACKAGES), model_digest,
                       ocr.det_limit_side_len, ocr.det_model_name, ocr.rec_model_name,
                       # the runtime, its precision and line batching change the text read (README)
                       ocr.runtime, ocr.precision, ocr.rec_batch_size, ocr.rec_width_step,

@@ -8,13 +8,11 @@ dictionaries drawn from the terminology index, so the backend knows what the cod
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import pickle
 import re
 from collections import Counter
 from pathlib import Path
 
+from pipeline.beside_index import KeptBesideIndex
 from pipeline.layout import Row
 from pipeline.readers.allergies import AllergyReader
 from pipeline.readers.common import BULLET, Lexicons, ReadContext
@@ -26,7 +24,6 @@ from pipeline.readers.procedures import ProcedureReader
 from pipeline.records import Entity
 from pipeline.spotter import TermSpotter
 from pipeline.terminology import TerminologyIndex, normalise_term
-from terminology_index.build import RELEASES_FILE
 
 __all__ = ["LexiconExtractor", "Lexicons", "SECTIONS", "deterministic_entity_id", "lexicons_from_index"]
 
@@ -84,42 +81,27 @@ def lexicons_from_index(index: TerminologyIndex) -> Lexicons:
                     labs=index.lexicon("lab"), diagnosis_spotter=TermSpotter(index.spotter_terms("diagnosis")))
 
 
-# The code that turns an index into lexicons: a change to any of it builds them again.
-_LEXICON_CODE = ("lexicon.py", "spotter.py", "terminology.py", "readers/common.py")
-LEXICONS_PREFIX = "lexicons-"
+# Built once beside the index, loaded by every extract actor; the code that turns an index into
+# lexicons is in its key, so a change to any of it builds them again.
+LEXICONS = KeptBesideIndex("lexicons-", ("lexicon.py", "spotter.py", "terminology.py", "readers/common.py"),
+                           lambda index_path: lexicons_from_index(TerminologyIndex(index_path)))
 
 
 def lexicons_path(index_path: Path) -> Path:
-    """Where the lexicons of the index at `index_path` are kept: beside it, named by the index
-    version and the code that builds them."""
-    version = json.loads((index_path / RELEASES_FILE).read_text())["version"]
-    digest = hashlib.sha256(version.encode())
-    package = Path(__file__).parent
-    for name in _LEXICON_CODE:
-        digest.update((package / name).read_bytes())
-    return index_path / f"{LEXICONS_PREFIX}{digest.hexdigest()[:16]}.pickle"
+    """Where the lexicons of the index at `index_path` are kept (named by its version and the code)."""
+    return LEXICONS.path(index_path)
 
 
 def ensure_lexicons(index_path: Path) -> Path:
     """Build the lexicons of an index once (the spotter: a few CPU seconds) and keep them in
     the index folder, where every extract actor loads them; older ones are removed."""
-    path = lexicons_path(index_path)
-    if path.is_file():
-        return path
-    lexicons = lexicons_from_index(TerminologyIndex(index_path))
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_bytes(pickle.dumps(lexicons, protocol=pickle.HIGHEST_PROTOCOL))
-    os.replace(tmp, path)  # a reader sees the whole file or none
-    for old in index_path.glob(f"{LEXICONS_PREFIX}*.pickle"):
-        if old != path:
-            old.unlink(missing_ok=True)
-    return path
+    return LEXICONS.ensure(index_path)
 
 
 def load_lexicons(index_path: Path) -> Lexicons:
-    """The lexicons of the index at `index_path`, from the file `ensure_lexicons` keeps.
-    Pickle: the file is medrec's own, written beside the index it was built from."""
-    return pickle.loads(ensure_lexicons(index_path).read_bytes())
+    """The lexicons of the index at `index_path`, from the file `ensure_lexicons` keeps."""
+    ensure_lexicons(index_path)
+    return LEXICONS.load_if_kept(index_path)
 
 
 class LexiconExtractor:

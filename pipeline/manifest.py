@@ -13,11 +13,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.schemas import MANIFEST_SCHEMA
+
+if TYPE_CHECKING:  # file_hashes imports this module
+    from pipeline.file_hashes import FileHashes
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +149,13 @@ def discover(input_dir: Path) -> Discovery:
     return found
 
 
-def build_manifest(input_dir: Path, facility_id: str | None = None) -> pa.Table:
+def build_manifest(input_dir: Path, facility_id: str | None = None, hashes: FileHashes | None = None) -> pa.Table:
     """One row per page of every file under `input_dir`, and one row for every entry that
     cannot be read (dangling link, loop, unreadable folder, pipe), so render quarantines it.
 
     The facility is the first folder level below `input_dir` unless `facility_id` is given.
+    `hashes`: content hashes and page counts remembered from an earlier run (a file unchanged
+    since is not read again).
     """
     input_dir = input_dir.resolve()
     if not input_dir.is_dir():
@@ -164,8 +170,13 @@ def build_manifest(input_dir: Path, facility_id: str | None = None) -> pa.Table:
         pages, sha = 1, ""
         if problem is None:
             try:
-                pages = count_pages(path, media_type, document_id) if path.stat().st_size else 1
-                sha = file_sha256(path)
+                if hashes is None:
+                    pages = count_pages(path, media_type, document_id) if path.stat().st_size else 1
+                    sha = file_sha256(path)
+                else:
+                    pages = int(hashes.remember(f"pages:{path}", [path], lambda: str(
+                        count_pages(path, media_type, document_id) if path.stat().st_size else 1)))
+                    sha = hashes.sha256(path)
             except OSError as exc:  # unreadable now: one row, which render quarantines
                 log.warning("cannot read %s: %s", document_id, type(exc).__name__)
                 pages, sha = 1, ""

@@ -16,11 +16,20 @@ import pyarrow.parquet as pq
 
 import pipeline
 from pipeline.config import MedrecConfig, expand
-from pipeline.incremental import fingerprints, plan_documents, plan_pages, render_status, with_input_shas
+from pipeline.file_hashes import FileHashes
+from pipeline.incremental import (
+    fingerprints,
+    model_dir_files,
+    plan_documents,
+    plan_pages,
+    render_status,
+    with_input_shas,
+)
 from pipeline.manifest import build_manifest
 from pipeline.manifest_source import conform_manifest
 from pipeline.report import RunReport, write_report
 from pipeline.store import (
+    HASHES_FILE,
     LEDGER,
     Fingerprints,
     compact_ledger,
@@ -65,7 +74,7 @@ class _Progress:
                   f"{rate:.1f} pages/min", flush=True)
 
 
-def resolve_manifest(cfg: MedrecConfig, output: Path) -> Path:
+def resolve_manifest(cfg: MedrecConfig, output: Path, hashes: FileHashes | None = None) -> Path:
     """The manifest to run: the given .parquet, or one built from the input folder."""
     if not cfg.input:
         raise ValueError("run needs input=FOLDER_OR_MANIFEST")
@@ -74,31 +83,45 @@ def resolve_manifest(cfg: MedrecConfig, output: Path) -> Path:
         return source
     manifest = output / "manifest.parquet"
     # Renamed into place: a run killed while listing the input leaves the previous manifest.
-    write_parquet_atomic(build_manifest(source, cfg.facility_id), manifest)
+    write_parquet_atomic(build_manifest(source, cfg.facility_id, hashes), manifest)
     return manifest
 
 
-def prepare_models(cfg: MedrecConfig) -> str:
+@dataclass(frozen=True)
+class PreparedModels:
+    """What `prepare_models` built or checked, so the plan does not check it again."""
+
+    index_version: str
+    ocr_model_files: list[Path]  # what the OCR fingerprint hashes
+
+
+def prepare_models(cfg: MedrecConfig, hashes: FileHashes | None = None) -> PreparedModels:
     """Build the terminology index and the OCR model dirs once, on the driver, before any
-    actor starts, so actors only open them. Returns the index version."""
+    actor starts, so actors only open them. `hashes`: release files' hashes remembered
+    from an earlier run."""
     from pipeline.graph import staged_ocr_dirs
     from pipeline.ocr_models import ensure_ocr_model_dirs, require_staged_model_dirs
     from pipeline.ocr_charset import ensure_charset_rec_dir
     from pipeline.ocr_quantize import ensure_int8_rec_dir
 
     from pipeline.lexicon import ensure_lexicons
+    from pipeline.terminology import TERM_MAPS
 
-    record = ensure_index(cfg.terminology.sources, expand(cfg.terminology.index_path))
-    ensure_lexicons(expand(cfg.terminology.index_path))  # built with the index; again here after a code change
+    index_path = expand(cfg.terminology.index_path)
+    record = ensure_index(cfg.terminology.sources, index_path, hashes)
+    # Built with the index; again here after a code change, so actors only load them.
+    TERM_MAPS.ensure(index_path)
+    ensure_lexicons(index_path)
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
         dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)
-        dirs = replace(dirs, rec_model_dir=ensure_charset_rec_dir(dirs, cfg.ocr.rec_charset))
+        rec_dir = ensure_charset_rec_dir(dirs, cfg.ocr.rec_charset)
         if cfg.ocr.precision == "int8":
-            ensure_int8_rec_dir(dirs)  # a minute of calibration, here once rather than in every actor
+            # a minute of calibration, here once rather than in every actor
+            ensure_int8_rec_dir(replace(dirs, rec_model_dir=rec_dir))
     else:
-        require_staged_model_dirs(staged)  # fails here, naming the dirs, not in every actor
-    return record["version"]
+        dirs = require_staged_model_dirs(staged)  # fails here, naming the dirs, not in every actor
+    return PreparedModels(record["version"], model_dir_files(dirs))
 
 
 def stage_pool_sizes(cfg: MedrecConfig) -> dict[str, int]:
@@ -183,9 +206,9 @@ def _sweep(output: Path, records: dict[int, dict]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def load_manifest(cfg: MedrecConfig, output: Path) -> pa.Table:
+def load_manifest(cfg: MedrecConfig, output: Path, hashes: FileHashes | None = None) -> pa.Table:
     """The run's manifest with a fresh content hash for unreadable files."""
-    return with_input_shas(conform_manifest(pq.read_table(resolve_manifest(cfg, output))))
+    return with_input_shas(conform_manifest(pq.read_table(resolve_manifest(cfg, output, hashes))))
 
 
 def run_pipeline(cfg: MedrecConfig) -> RunReport:
@@ -207,9 +230,13 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         if layout is not None:
             print("  placement (one Ray bundle per card):\n" + layout.render(), flush=True)
     started = time.perf_counter()
-    manifest = load_manifest(cfg, output)
-    index_version = prepare_models(cfg)
-    fp = fingerprints(cfg, index_version)
+    # Content hashes of the inputs, release and model files, remembered between runs in the output.
+    hashes = FileHashes.load(output / LEDGER / HASHES_FILE)
+    manifest = load_manifest(cfg, output, hashes)
+    models = prepare_models(cfg, hashes)
+    index_version = models.index_version
+    fp = fingerprints(cfg, index_version, models.ocr_model_files, hashes)
+    hashes.save()
     pages = plan_pages(manifest, read_ledger(output), fp)
     log.info("run: %d pages, %d to OCR, %d to extract, terminology %s", pages.pages_in, pages.ocr.total_pages,
              pages.extract.total_pages, index_version)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 STORE = "store"
 LEDGER = "ledger"
+HASHES_FILE = "file-hashes.parquet"  # in the ledger folder: `pipeline.file_hashes`
 OCR, PAGES, DOCUMENTS = "ocr", "pages", "documents"
 
 LEDGER_SCHEMA = pa.schema([

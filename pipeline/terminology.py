@@ -13,10 +13,12 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow.compute as pc
 
+from pipeline.beside_index import KeptBesideIndex
 from pipeline.records import CodeCandidate
 from pipeline.spotter import SpottedConcept, core_words
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
@@ -180,30 +182,27 @@ class IndexedConcept:
     ingredient: str | None
 
 
-class TerminologyIndex:
-    """Read-only view of one built index."""
+@dataclass
+class TermMaps:
+    """The index's concepts as lookups read them, in memory: by normalised term, by OCR-folded
+    term, by code, SCDs by ingredient, and the billable ICD-10-CM codes in order."""
 
-    def __init__(self, path: Path):
-        import lancedb  # heavy import: only where an index is opened
+    exact: dict[tuple[str, str], list[IndexedConcept]]
+    folded: dict[tuple[str, str], list[IndexedConcept]]
+    by_code: dict[tuple[str, str], IndexedConcept]
+    drugs_by_ingredient: dict[str, list[IndexedConcept]]
+    icd_leaves: list[str]  # a header's leaves are the codes it prefixes
 
-        record_path = path / RELEASES_FILE
-        if not record_path.is_file():
-            raise FileNotFoundError(
-                f"no terminology index at {path}: build it with `medrec index build output={path}` "
-                "or point terminology.index_path at a built index"
-            )
-        self.record = json.loads(record_path.read_text())
-        self.version: str = self.record["version"]
-        db = lancedb.connect(str(path))
-        self._table = db.open_table(CONCEPTS_TABLE)
-        # Semantic search where the index was built with embeddings (the model loads on first use).
-        self._vectors = db.open_table(VECTORS_TABLE) if VECTORS_TABLE in db.table_names() else None
-        self._vector_kinds: dict[tuple[str, ...], bool] = {}  # index kinds -> whether they have vectors
-        columns = self._table.to_arrow().to_pydict()
-        self._exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
-        self._folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
-        self._by_code: dict[tuple[str, str], IndexedConcept] = {}
-        self._drugs_by_ingredient: dict[str, list[IndexedConcept]] = defaultdict(list)
+    @classmethod
+    def from_index(cls, path: Path) -> "TermMaps":
+        """Read every concept row of the index at `path` (LanceDB) into the maps."""
+        import lancedb
+
+        columns = lancedb.connect(str(path)).open_table(CONCEPTS_TABLE).to_arrow().to_pydict()
+        exact: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
+        folded: dict[tuple[str, str], list[IndexedConcept]] = defaultdict(list)
+        by_code: dict[tuple[str, str], IndexedConcept] = {}
+        drugs_by_ingredient: dict[str, list[IndexedConcept]] = defaultdict(list)
         for i in range(len(columns["code"])):
             concept = IndexedConcept(
                 columns["system"][i], columns["code"][i], columns["display"][i], columns["term_type"][i],
@@ -211,19 +210,63 @@ class TerminologyIndex:
                 columns["ingredient"][i],
             )
             term = normalise_term(columns["term"][i])
-            self._exact[(concept.kind, term)].append(concept)
+            exact[(concept.kind, term)].append(concept)
             if len(term) >= 5:  # short terms folded would collide (e.g. "sob" / "s0b")
-                self._folded[(concept.kind, term.translate(_OCR_FOLD))].append(concept)
+                folded[(concept.kind, term.translate(_OCR_FOLD))].append(concept)
             if concept.term_type == "preferred":
-                self._by_code[(concept.system, concept.code)] = concept
+                by_code[(concept.system, concept.code)] = concept
                 if concept.tty == "SCD" and concept.ingredient:
-                    self._drugs_by_ingredient[concept.ingredient].append(concept)
+                    drugs_by_ingredient[concept.ingredient].append(concept)
+        leaves = sorted(c for (system, c), concept in by_code.items() if system == ICD10CM and concept.billable)
+        # Plain dicts: a pickled defaultdict would keep inserting on misses after loading.
+        return cls(dict(exact), dict(folded), by_code, dict(drugs_by_ingredient), leaves)
+
+
+# Built with the index (through its lexicons) and by `prepare_models`; each code actor loads the
+# file instead of reading and mapping every index row (about 1.3 CPU s on the embedded index).
+TERM_MAPS = KeptBesideIndex("term-maps-", ("terminology.py",), TermMaps.from_index)
+
+
+class TerminologyIndex:
+    """Read-only view of one built index."""
+
+    def __init__(self, path: Path):
+        record_path = path / RELEASES_FILE
+        if not record_path.is_file():
+            raise FileNotFoundError(
+                f"no terminology index at {path}: build it with `medrec index build output={path}` "
+                "or point terminology.index_path at a built index"
+            )
+        self.path = path
+        self.record = json.loads(record_path.read_text())
+        self.version: str = self.record["version"]
+        # Not written here: an index opened read-only (an actor, the review app) builds them in memory.
+        maps = TERM_MAPS.load_if_kept(path) or TermMaps.from_index(path)
+        self._exact, self._folded, self._by_code = maps.exact, maps.folded, maps.by_code
+        self._drugs_by_ingredient, self._icd_leaves = maps.drugs_by_ingredient, maps.icd_leaves
+        self._vector_kinds: dict[tuple[str, ...], bool] = {}  # index kinds -> whether they have vectors
         self._loaded = {(c.kind, c.system) for c in self._by_code.values()}
         self._combinations = _read_combinations(path / COMBINATIONS_FILE)
         self._answers: dict[tuple[str, str, int], list[CodeCandidate]] = {}
-        # Billable ICD-10-CM codes in order: a header's leaves are the codes it prefixes.
-        self._icd_leaves = sorted(c for (system, c), concept in self._by_code.items()
-                                  if system == ICD10CM and concept.billable)
+
+    @cached_property
+    def _database(self):
+        import lancedb
+
+        # Opened on the first full-text or semantic search: a run whose mentions all match
+        # exactly never opens it.
+        return lancedb.connect(str(self.path))
+
+    @cached_property
+    def _table(self):
+        return self._database.open_table(CONCEPTS_TABLE)
+
+    @cached_property
+    def _vectors(self):
+        """The term vectors for semantic search, None when the index was built without them
+        (the embedding model loads on first use)."""
+        database = self._database
+        return database.open_table(VECTORS_TABLE) if VECTORS_TABLE in database.table_names() else None
 
     def has_kind(self, kind: str) -> bool:
         """Whether any concept of this entity kind's systems is loaded."""

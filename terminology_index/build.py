@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lancedb
 import numpy as np
@@ -21,6 +22,9 @@ from lancedb.index import FTS
 from terminology_index import ICD10CM
 from terminology_index import readers as r
 from terminology_index.concepts import CONCEPT_SCHEMA, Concept
+
+if TYPE_CHECKING:  # pipeline imports this module
+    from pipeline.file_hashes import FileHashes
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +116,15 @@ def _fingerprint(path: Path) -> str:
 BUILD_FORMAT = 3
 
 
-def index_version(sources: IndexSources) -> str:
-    """A short id of exactly which release files (by content) an index is built from, and how."""
+def index_version(sources: IndexSources, hashes: FileHashes | None = None) -> str:
+    """A short id of exactly which release files (by content) an index is built from, and how;
+    `hashes` remembers the release files' hashes between runs (a release is not read again)."""
     parts = [json.dumps(asdict(sources), sort_keys=True), f"format:{BUILD_FORMAT}"]
     for name, path, _ in _release_inputs(sources):
-        parts.append(f"{name}:{_fingerprint(path)}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        fingerprint = (hashes.remember(f"release:{path}", files, lambda: _fingerprint(path)) if hashes
+                       else _fingerprint(path))
+        parts.append(f"{name}:{fingerprint}")
     for starter in ("loinc_starter.tsv", "rxnorm_starter.tsv", "icd10cm_synonyms.tsv", COMBINATIONS_FILE):
         parts.append(hashlib.sha256((Path(__file__).parent / "data" / starter).read_bytes()).hexdigest()[:16])
     return "tix-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
@@ -173,8 +181,11 @@ def build_index(sources: IndexSources, output: Path, previous: Path | None = Non
     shutil.copyfile(Path(__file__).parent / "data" / COMBINATIONS_FILE, output / COMBINATIONS_FILE)
     (output / RELEASES_FILE).write_text(json.dumps(record, indent=1))
     log.info("terminology index %s: %d terms in %.1fs", record["version"], len(unique), record["built_seconds"])
-    from pipeline.lexicon import ensure_lexicons  # here, not at import: pipeline imports this module
+    # Here, not at import: pipeline imports this module.
+    from pipeline.lexicon import ensure_lexicons
+    from pipeline.terminology import TERM_MAPS
 
+    TERM_MAPS.ensure(output)  # the code stage's term maps, built once with the index (the lexicons read them)
     ensure_lexicons(output)  # the extract stage's lexicons and spotter, built once with the index
     return record
 
@@ -222,10 +233,10 @@ def _write_vectors(db, concepts: list[Concept], kinds: tuple[str, ...], previous
     return len(chosen)
 
 
-def ensure_index(sources: IndexSources, output: Path) -> dict:
+def ensure_index(sources: IndexSources, output: Path, hashes: FileHashes | None = None) -> dict:
     """Open the record of an index built from exactly these sources, building it if needed."""
     record_path = output / RELEASES_FILE
-    wanted = index_version(sources)
+    wanted = index_version(sources, hashes)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("version") == wanted:

@@ -155,3 +155,21 @@ def test_a_failpoint_kills_its_process_once(tmp_path, armed):
     assert (first.returncode == -9) == armed
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert second.returncode == 0 and second.stdout.strip() == "alive"
+
+
+def test_fingerprints_with_remembered_model_hashes_are_the_fingerprints_without(tmp_path):
+    """Remembering the model files' digest keeps the OCR fingerprint, so stores keep their OCR keys."""
+    import time
+
+    from pipeline.config import load_config
+    from pipeline.file_hashes import RACY_SECONDS, FileHashes
+    from pipeline.incremental import fingerprints, ocr_model_files
+
+    cfg = load_config([f"ocr.model_dir={tmp_path / 'models'}"])
+    files = ocr_model_files(cfg)
+    time.sleep(RACY_SECONDS + 0.2)  # the model dirs were just built: old enough to be remembered
+    hashes = FileHashes.load(tmp_path / "hashes.parquet")
+    first = fingerprints(cfg, "tix-1", files, hashes)
+    hashes.save()
+    assert first == fingerprints(cfg, "tix-1") == fingerprints(cfg, "tix-1", files,
+                                                               FileHashes.load(tmp_path / "hashes.parquet"))

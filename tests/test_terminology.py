@@ -119,3 +119,38 @@ def test_loinc_words_read_short_name_and_chart_abbreviations_alike() -> None:
     assert loinc_words("Head Circumf OFC") == {"head", "circumference", "occipital", "frontal"}
     assert loinc_words("Head circ.") == {"head", "circumference"}
     assert loinc_words("Wt-for-len Prctl") == loinc_words("Weight-for-length pctl") == {"weight", "length", "percentile"}
+
+
+# Term maps kept beside the index ----------------------------------------------------------
+
+
+def test_an_index_build_keeps_its_term_maps_beside_it_and_an_opened_index_loads_them(tmp_path) -> None:
+    import pickle
+
+    from pipeline.terminology import TERM_MAPS, IndexedConcept, TermMaps
+    from terminology_index.build import IndexSources, build_index
+
+    index = tmp_path / "index"
+    build_index(IndexSources(icd10cm_xml=None), index)  # the starter sets alone: a small index
+    kept = TERM_MAPS.path(index)
+    assert kept.is_file()
+    loaded, built = pickle.loads(kept.read_bytes()), TermMaps.from_index(index)
+    assert (loaded.exact, loaded.by_code, loaded.icd_leaves) == (built.exact, built.by_code, built.icd_leaves)
+
+    # An opened index reads the kept file (here replaced by a one-concept map), not the LanceDB rows.
+    marker = IndexedConcept(LOINC, "99999-9", "Marker analyte", "preferred", "lab", True, None, None, None)
+    kept.write_bytes(pickle.dumps(TermMaps({("lab", "marker analyte"): [marker]}, {}, {(LOINC, "99999-9"): marker},
+                                           {}, [])))
+    opened = TerminologyIndex(index)
+    assert opened.concept(LOINC, "99999-9") == marker and opened.concept(LOINC, "2951-2") is None
+
+
+def test_an_index_without_kept_term_maps_builds_them_in_memory_and_writes_nothing(tmp_path) -> None:
+    from pipeline.terminology import TERM_MAPS
+    from terminology_index.build import IndexSources, build_index
+
+    index = tmp_path / "index"
+    build_index(IndexSources(icd10cm_xml=None), index)
+    TERM_MAPS.path(index).unlink()
+    assert TerminologyIndex(index).concept(LOINC, "2951-2") is not None  # sodium, from the starter set
+    assert not list(index.glob("term-maps-*.pickle"))  # an actor opening a shared index never writes into it
