@@ -218,7 +218,7 @@ def test_only_cpu_actor_pools_can_share_an_actor() -> None:
         apply_stages(None, [partial(_NiceProbe, "text_source", Resources(concurrency=None))])
 
 
-class _NiceProbe(Stage):
+class _SetupNiceProbe(Stage):
     """Writes into `text_source` the process niceness its setup ran at and its page ran at."""
 
     name = "nice_probe"
@@ -237,7 +237,7 @@ class _NiceProbe(Stage):
 @pytest.mark.parametrize("defer_setup", [False, True])
 def test_a_niced_pool_sets_up_at_full_priority_and_yields_after(local_ray, defer_setup: bool) -> None:
     rows = [page_row(i, image=None, text_source="ocr") for i in range(2)]
-    dataset = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)), [_NiceProbe, _NiceProbe],
+    dataset = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)), [_SetupNiceProbe, _SetupNiceProbe],
                            defer_setup=defer_setup)
     niceness = {tuple(int(n) for n in page["text_source"].split(":")) for page in dataset.take_all()}
     (setup_nice, page_nice), = niceness
