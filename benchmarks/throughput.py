@@ -211,6 +211,22 @@ def steady_pages_per_minute(done_at: list[float]) -> float | None:
     return round((len(done_at) - 1) / (done_at[-1] - done_at[0]) * 60, 2)
 
 
+def pipeline_steady_rate(completion: dict[str, list[float]], bottleneck: str = "ocr") -> tuple[float | None, str]:
+    """The pipeline's steady rate: pages per minute between the first and the last output of its
+    final stage, with why there is none. A final stage whose first output comes after the
+    bottleneck's last never ran beside it: its window is the drain of a queue, not a steady
+    state (issue 15: a fused pool that set up late gave 3739 pages/min on 24 pages)."""
+    final = max(completion, key=lambda stage: completion[stage][-1])
+    times = completion[final]
+    if bottleneck in completion and final != bottleneck and times[0] >= completion[bottleneck][-1]:
+        return None, (f"run too short for a steady state: {final}'s first output ({times[0]:.1f} s) came after "
+                      f"{bottleneck}'s last ({completion[bottleneck][-1]:.1f} s)")
+    rate = steady_pages_per_minute(times)
+    if rate is None:
+        return None, f"run too short for a steady state: {final} wrote every page at one instant"
+    return rate, f"{final}: {len(times) - 1} pages between {times[0]:.1f} s and {times[-1]:.1f} s"
+
+
 def ocr_engine_cpu_rate(cfg: MedrecConfig, manifest: Path, sample_pages: int = 8) -> dict:
     """The OCR engine's pages per CPU-minute (= pages/min per core) on the bench's first scanned
     pages, in this process after one warm-up page: a figure the neighbours on a shared machine
@@ -276,10 +292,9 @@ def run_bench(options: BenchOptions, overrides: list[str], results: Path) -> dic
     pipeline = run_pipeline_measured(overrides, manifest, work / "pipeline")
     _say(f"pipeline {pipeline['pages_per_minute']} pages/min; OCR engine CPU time per page")
     completion = stage_completion_times(output_table(work / "pipeline" / "tables", "pages"), pipeline["stages"])
-    last_stage = max(completion, key=lambda stage: completion[stage][-1])
     baseline["steady_pages_per_minute"] = steady_pages_per_minute(baseline_done)
     ocr_only["steady_pages_per_minute"] = steady_pages_per_minute(ocr_done)
-    pipeline["steady_pages_per_minute"] = steady_pages_per_minute(completion[last_stage])
+    pipeline["steady_pages_per_minute"], pipeline["steady_window"] = pipeline_steady_rate(completion)
     engine = ocr_engine_cpu_rate(cfg, manifest)
     _say(f"OCR engine {engine['pages_per_cpu_minute']} pages per CPU-minute")
     scaling = []
@@ -302,7 +317,7 @@ def run_bench(options: BenchOptions, overrides: list[str], results: Path) -> dic
         memory[who] = {"n": n, "four_n": four_n, "four_n_over_n": ratio(four_n, n)}
     ratios = {"pipeline_over_baseline": ratio(pipeline["pages_per_minute"], baseline["pages_per_minute"]),
               "pipeline_over_ocr_only": ratio(pipeline["pages_per_minute"], ocr_only["pages_per_minute"]),
-              # None when a run wrote all its pages at one instant (a tiny corpus): no steady rate.
+              # None when the run is too short to have a steady state (`pipeline_steady_rate`).
               "steady_pipeline_over_ocr_only": ratio(pipeline["steady_pages_per_minute"],
                                                      ocr_only["steady_pages_per_minute"] or 0)
               if pipeline["steady_pages_per_minute"] is not None else None}
@@ -356,10 +371,16 @@ def render_markdown(figures: dict) -> str:
                      f"{run['first_output_seconds']} | "
                      f"{run['memory']['driver_rss_mib']} | {run['memory']['workers_rss_mib']} |")
     engine = figures["ocr_engine"]
-    lines += ["", "Steady pages/min: pages between the first and the last output, per minute. OCR engine: "
-              f"{engine['pages_per_cpu_minute']} pages per CPU-minute (pages/min per core: CPU time of the OCR "
-              f"stage in one process over {engine['pages']} scanned pages after a warm-up page, "
-              f"{engine.get('runtime')}/{engine.get('precision')})."]
+    pipeline = runs["pipeline"]
+    lines += ["", "Steady pages/min: pages between the first and the last output, per minute (the pipeline's: "
+              f"of its final stage; {pipeline.get('steady_window')}).", "",
+              "| steady state | pages/min |", "|---|---:|",
+              f"| pipeline (final stage) | {pipeline.get('steady_pages_per_minute')} |",
+              f"| OCR alone | {runs['ocr_only'].get('steady_pages_per_minute')} |",
+              f"| pipeline / OCR alone | {figures['ratios']['steady_pipeline_over_ocr_only']} |",
+              f"| OCR engine, pages/min per core | {engine['pages_per_cpu_minute']} |",
+              "", f"OCR engine per core: CPU time of the OCR stage in one process over {engine['pages']} scanned "
+              f"pages after a warm-up page, {engine.get('runtime')}/{engine.get('precision')}."]
     lines += ["", "| goal | target | measured | met |", "|---|---:|---:|---|"]
     for name, goal in figures["goals"].items():
         target = f"<= {goal['goal']}" if name.startswith(("memory", "first")) else f">= {goal['goal']}"

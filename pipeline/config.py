@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from terminology_index.build import IndexSources
+from terminology_index.sources import IndexSources
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -179,6 +179,9 @@ class ResourcesConfig(_Strict):
     # Classify, extract (lexicon), code and validate in one actor pool: one process start and one
     # set of imports instead of four (start-up is most of a small run: issues 12, 15).
     fuse_light_stages: bool = True
+    # When the light pool loads its lexicons and index on a run that OCRs: "first_batch" (its
+    # start-up leaves the cores to the OCR actors') or "start" (ready before OCR's first page).
+    light_setup: Literal["first_batch", "start"] = "first_batch"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

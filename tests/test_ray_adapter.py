@@ -216,3 +216,29 @@ def test_a_deferred_setup_that_fails_fails_the_run_and_quarantines_no_page(local
 def test_only_cpu_actor_pools_can_share_an_actor() -> None:
     with pytest.raises(ValueError, match="not CPU actor pools"):
         apply_stages(None, [partial(_NiceProbe, "text_source", Resources(concurrency=None))])
+
+
+class _SetupNiceProbe(Stage):
+    """Writes into `text_source` the process niceness its setup ran at and its page ran at."""
+
+    name = "nice_probe"
+
+    def __init__(self):
+        super().__init__(Resources(num_cpus=0.2, batch_size=2, concurrency=1, memory_mb=64, nice=2))
+        self.setup_nice: int | None = None
+
+    def setup(self) -> None:
+        self.setup_nice = os.nice(0)
+
+    def process_page(self, row: dict) -> dict:
+        return {**row, "text_source": f"{self.setup_nice}:{os.nice(0)}"}
+
+
+@pytest.mark.parametrize("defer_setup", [False, True])
+def test_a_niced_pool_sets_up_at_full_priority_and_yields_after(local_ray, defer_setup: bool) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(2)]
+    dataset = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)), [_SetupNiceProbe, _SetupNiceProbe],
+                           defer_setup=defer_setup)
+    niceness = {tuple(int(n) for n in page["text_source"].split(":")) for page in dataset.take_all()}
+    (setup_nice, page_nice), = niceness
+    assert page_nice == min(setup_nice + 2, 19)

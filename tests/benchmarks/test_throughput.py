@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import BenchOptions, run_bench, scaling_overrides, split_bench_args, steady_pages_per_minute
+from benchmarks.throughput import (BenchOptions, pipeline_steady_rate, run_bench, scaling_overrides, split_bench_args,
+                                   steady_pages_per_minute)
 from pipeline.config import load_config
 
 PAGES = 4
@@ -42,6 +43,16 @@ def test_steady_rate_counts_pages_between_first_and_last_output():
     assert steady_pages_per_minute([10.0, 11.0, 12.0, 16.0]) == 30.0  # 3 pages in the 6 s after the first
     assert steady_pages_per_minute([5.0]) is None
     assert steady_pages_per_minute([5.0, 5.0]) is None
+
+
+def test_the_pipeline_has_a_steady_rate_only_when_its_final_stage_ran_beside_ocr():
+    overlapping = {"ocr": [5.0, 8.0, 11.0, 14.0], "validate": [6.0, 9.0, 12.0, 15.0]}
+    assert pipeline_steady_rate(overlapping) == (20.0, "validate: 3 pages between 6.0 s and 15.0 s")
+    drained = {"ocr": [5.0, 8.0, 11.0, 14.0], "validate": [20.0, 20.5, 21.0, 21.5]}
+    rate, why = pipeline_steady_rate(drained)
+    assert rate is None and "too short" in why and "after ocr's last" in why
+    rate, why = pipeline_steady_rate({"ocr": [5.0], "validate": [9.0]})
+    assert rate is None and "too short" in why
 
 
 @pytest.mark.slow
