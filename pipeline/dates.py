@@ -18,7 +18,8 @@ _PATTERNS = (
     re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b"),  # 2024-03-02
     re.compile(r"\b(?P<m>\d{1,2})[/.-](?P<d>\d{1,2})[/.-](?P<y>\d{4}|\d{2})\b"),  # 03/02/2024, 3-2-24
     re.compile(rf"\b(?P<d>\d{{1,2}})[\s-]{_MONTH}[\s,-]+(?P<y>\d{{4}}|\d{{2}})\b", re.I),  # 2 Mar 2024, 02-Mar-24
-    re.compile(rf"\b{_MONTH}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>\d{{4}})\b", re.I),  # March 2, 2024
+    # March 2, 2024; "Mar 2. 2024" and "Mar 2 ,2024" as OCR reads the comma
+    re.compile(rf"\b{_MONTH}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s*[,.]\s*|\s+)(?P<y>\d{{4}})\b", re.I),
     re.compile(r"\b(?P<y>(?:19|20)\d{2})(?P<m>\d{2})(?P<d>\d{2})\b"),  # 20240302
 )
 

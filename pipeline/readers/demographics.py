@@ -9,9 +9,10 @@ from pipeline.dates import iso_date
 from pipeline.layout import Row
 from pipeline.readers.common import STRENGTH, ReadContext, new_entity, score_field
 from pipeline.records import Entity
-from pipeline.terminology import normalise_term
+from pipeline.terminology import ocr_folded
 
-_KEY_VALUE = re.compile(r"^\s*(?P<key>[A-Za-z][A-Za-z ]{1,24}?)\s*:\s*(?P<value>.+?)\s*$")
+# A label may carry an OCR slip ("D0B" for DOB), so digits that read as letters count as letters.
+_KEY_VALUE = re.compile(r"^\s*(?P<key>[A-Za-z015|][A-Za-z015| ]{1,24}?)\s*:\s*(?P<value>.+?)\s*$")
 _ENCOUNTER_KEYS = {"admission date": "admission_date", "admitted": "admission_date", "date of admission": "admission_date",
                    "discharge date": "discharge_date", "discharged": "discharge_date",
                    "date of discharge": "discharge_date", "visit date": "visit_date", "date of service": "visit_date",
@@ -25,9 +26,18 @@ _BIRTH_KEYS = ("dob", "date of birth", "birth date", "d o b")
 _OTHER_KEYS = ("provider", "attending", "physician", "visit type", "facility", "department", "age", "room", "ward")
 _ALL_KEYS = (*_NAME_KEYS, *_ID_KEYS, *_BIRTH_KEYS, "sex", "gender", "address", "phone", "telephone", "tel",
              *_ENCOUNTER_KEYS, *_OTHER_KEYS)
+# Letters that OCR reads as digits or bars, so "D0B:" and "Ti1e:" still match their labels.
+_OCR_LOOKALIKES = {"o": "[o0]", "l": "[l1i|]", "i": "[il1|]", "s": "[s5]", " ": r"\s+"}
+
+
+def _label_pattern(key: str) -> str:
+    return "".join(_OCR_LOOKALIKES.get(char, re.escape(char)) for char in key)
+
+
 # A known label and its colon, longest first, so "Patient Name:" is one key, not "Patient" + "Name:".
-_KEY_AT = re.compile(r"(?:^|(?<=\s))(?:" + "|".join(re.escape(k).replace(r"\ ", r"\s+")
-                                                   for k in sorted(_ALL_KEYS, key=len, reverse=True)) + r")\s*:", re.I)
+_KEY_AT = re.compile(r"(?:^|(?<=\s))(?:" + "|".join(_label_pattern(k) for k in sorted(_ALL_KEYS, key=len, reverse=True))
+                     + r")\s*:", re.I)
+_FOLDED = {ocr_folded(key): key for key in _ALL_KEYS}
 
 
 def _fields(text: str) -> list[str]:
@@ -53,7 +63,7 @@ class DemographicsReader:
         match = _KEY_VALUE.match(text)
         if not match:
             return []
-        key, value = normalise_term(match.group("key")), match.group("value").strip()
+        key, value = _FOLDED.get(ocr_folded(match.group("key")), ""), match.group("value").strip()
         if not value.strip(" ,.;:"):  # a label with nothing after it ("MRN: ")
             return []
         if key in _NAME_KEYS:

@@ -19,6 +19,13 @@ def test_several_fields_on_one_line(read) -> None:
                                    "sex": "female"}
 
 
+def test_labels_with_an_ocr_slip_still_read(read) -> None:
+    lines = column("Patient: MCGLYNN, BESSIE MRN: f816e07c", "D0B: Jun 24. 2004 5ex: F")
+
+    assert fields(read(lines)) == {"name": "BESSIE MCGLYNN", "mrn": "f816e07c", "birth_date": "2004-06-24",
+                                   "sex": "female"}
+
+
 def test_boxed_form_labels_above_values(read) -> None:
     lines = draw((100, [(80, "PATIENT NAME"), (420, "DATE OF BIRTH"), (700, "SEX")]),
                  (126, [(80, "OKAFOR, ADAEZE"), (420, "1961-09-03"), (700, "Female")]),
