@@ -139,6 +139,20 @@ def core_words(term: str) -> tuple[tuple[str, ...], float]:
     return tuple(dict.fromkeys(strong if len(strong) >= 2 else kept)), penalty
 
 
+# "Dizziness and giddiness", "Anuria and oliguria", "Syncope and collapse": the classification
+# names one concept by two words, and a writer uses either alone.
+_COORDINATED = re.compile(r"^([a-z][a-z-]+) and ([a-z][a-z-]+)(?:, unspecified)?$")
+COORDINATED_PENALTY = 0.05  # one word of a pair says less than the pair: a term naming it alone wins
+
+
+def coordinated_parts(term: str) -> list[str]:
+    """The two words of a term that is exactly "X and Y" (", unspecified" allowed), else none."""
+    match = _COORDINATED.match(term.strip().lower())
+    if not match:
+        return []
+    return [word for word in match.groups() if len(word) >= MIN_SINGLE_WORD and word not in STOPWORDS]
+
+
 @dataclass(frozen=True)
 class SpottedConcept:
     """A concept a mention names: its code, and the term that named it."""

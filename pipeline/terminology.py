@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline.beside_index import KeptBesideIndex
 from pipeline.records import CodeCandidate
-from pipeline.spotter import SpottedConcept, core_words
+from pipeline.spotter import COORDINATED_PENALTY, SpottedConcept, coordinated_parts, core_words
 from terminology_index import CPT, ICD10CM, LOINC, RXNORM, SNOMED
 from terminology_index.build import COMBINATIONS_FILE, CONCEPTS_TABLE, RELEASES_FILE, VECTORS_TABLE
 
@@ -568,6 +568,11 @@ class TerminologyIndex:
                                       or (code[0] == "Z" and len(core_words(term)[0]) < 2)):
                 continue
             yield term, SpottedConcept(system, code, display, billable, 0.0)
+            # Only where the term is the concept's whole name: a poisoning code's short
+            # description "Narcotics and psychodysleptics" does not make "narcotics" a poisoning.
+            if term.lower() == display.lower() and code[0] != "Z":
+                for part in coordinated_parts(term):
+                    yield part, SpottedConcept(system, code, display, billable, COORDINATED_PENALTY)
 
     def lexicon(self, kind: str) -> set[str]:
         """Every normalised term of one index kind: the dictionary the lexicon extractor spots."""

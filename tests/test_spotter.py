@@ -103,3 +103,18 @@ def test_the_index_spotter_finds_inclusion_terms_and_synonyms(terminology_index:
     assert "F32.A" in {c.code for m in spotter.spot("depression") for c in m.concepts}
     assert "F41.9" in {c.code for m in spotter.spot("anxiety") for c in m.concepts}
     assert not spotter.spot("no added sugar")
+
+
+def test_either_word_of_a_coordinated_term_names_it(terminology_index: TerminologyIndex) -> None:
+    spotter = TermSpotter(terminology_index.spotter_terms("diagnosis"))
+
+    def found(text: str) -> dict[str, float]:
+        return {c.code: c.penalty for mention in spotter.spot(text) for c in mention.concepts}
+
+    assert "R42" in found("discontinued due to dizziness")  # "Dizziness and giddiness"
+    assert "R55" in found("an episode of syncope")  # "Syncope and collapse"
+    # A term naming the word alone still wins: nausea is R11.0, R11 ("Nausea and vomiting") ranks after it.
+    nausea = found("nausea")
+    assert nausea["R11.0"] < nausea.get("R11", 1.0)
+    # A drug class in a poisoning code's short description is not a poisoning.
+    assert not any(code.startswith("T40") for code in found("narcotics"))
