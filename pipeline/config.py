@@ -148,7 +148,10 @@ class PoolConfig(_Strict):
 class TaskConfig(_Strict):
     cpus: float = Field(0.1, gt=0, le=64)
     batch_size: int = Field(4, ge=1, le=1024)
-    assembly_partitions: int = Field(4, ge=1, le=10000)
+    # The document-rules and patient-shard steps after the graph: CPU-bound Python, a core
+    # each, so a node runs as many at once as it has cores. At `cpus` (0.1) a 2-core node
+    # started twenty new workers, each importing the assembly code (issue 12).
+    assembly_cpus: float = Field(1.0, gt=0, le=64)
 
 
 class GpuConfig(_Strict):

@@ -203,24 +203,27 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     ocr_steps, groups = store_graph_steps(cfg, ocr=to_ocr is not None)
     placed, ledger = _pools_and_ledger(cfg)
     tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus, zero_copy_batch=True)
+    # The worker that ran OCR commits each block it produced (so a kill redoes at most those),
+    # and the one that validated a batch commits its results.
+    commit_ocr = partial(commit_ocr_batch, output=output, fp=fp)
+    commit_pages = partial(commit_page_batch, output=output, fp=fp)
     sources = []
     if to_ocr is not None:
         dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
                                            num_cpus=cfg.resources.tasks.cpus)
-        for factory in ocr_steps:
-            dataset = apply_stage(dataset, factory, placed, ledger)
-        # batch_size=None: one commit per block the OCR actor produced, so a kill redoes at most those.
-        sources.append(dataset.map_batches(commit_ocr_batch, fn_kwargs={"output": output, "fp": fp},
-                                           batch_size=None, **tasks))
+        for number, factory in enumerate(ocr_steps, 1):
+            dataset = apply_stage(dataset, factory, placed, ledger, then=commit_ocr if number == len(ocr_steps) else None)
+        sources.append(dataset)
     if ocr_stored.num_rows:
         sources.append(ray.data.from_arrow(ocr_stored).map_batches(
             read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
     dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
-    for group in groups:
+    for number, group in enumerate(groups, 1):
+        then = commit_pages if number == len(groups) else None
         if len(group) == 1:
-            dataset = apply_stage(dataset, group[0], placed, ledger)
+            dataset = apply_stage(dataset, group[0], placed, ledger, then=then)
         else:
             # `resources.light_setup`: the light pool loads on its first page or when it starts.
-            dataset = apply_stages(dataset, group, ledger,
+            dataset = apply_stages(dataset, group, ledger, then=then,
                                    defer_setup=to_ocr is not None and cfg.resources.light_setup == "first_batch")
-    return dataset.map_batches(commit_page_batch, fn_kwargs={"output": output, "fp": fp}, batch_size=None, **tasks)
+    return dataset

@@ -245,7 +245,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     setup_seconds = processing_started - started
     totals = StoreTotals(PageTotals(), [])
     progress = _Progress(pages.extract.total_pages, cfg.writer.progress)
-    tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.cpus)
+    assembly_tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.assembly_cpus)
     to_ocr_path = output / LEDGER / "run-to-ocr.parquet"  # the read tasks' input, removed after the graph
     if pages.extract.total_pages:
         to_ocr = None
@@ -276,7 +276,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         finalized = ray.data.from_items(documents.to_finalize).map_batches(
             finalize_documents, batch_size=cfg.resources.tasks.batch_size,
             fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
-                       "max_document_error_rate": cfg.faults.max_document_error_rate}, **tasks)
+                       "max_document_error_rate": cfg.faults.max_document_error_rate}, **assembly_tasks)
         _consume(finalized, lambda rows: failpoint("driver_documents"))
         documents = plan_documents(manifest, read_ledger(output), fp)
     if documents.to_finalize or documents.waiting:
@@ -299,7 +299,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
                                                   "terminology_version": index_version,
                                                   "recorded": cfg.writer.fhir_recorded,
                                                   "max_document_error_rate": cfg.faults.max_document_error_rate},
-            **tasks)
+            **assembly_tasks)
 
         def shards_written(rows: list[dict]) -> None:
             for row in rows:
