@@ -79,8 +79,9 @@ _UNSPECIFIED_DETAIL = frozenset("site sites part parts side degree trimester org
 _CLAUSE_END = re.compile(r"[.;:!?()\[\]]")
 _WORD = re.compile(r"[a-z0-9]+")
 _TEXT_WORD = re.compile(r"[a-z0-9]+(?:-[a-z]+)*")  # hyphenated words joined, as in terms
-# A qualifier clause of a classification term: dropped from its core.
-_WITHOUT = re.compile(r"\b(?:with or without|without)\b[^,;(]*")
+# A qualifier clause of a classification term: dropped from its core. "Except" names what
+# the code leaves out ("Malignant neoplasm of kidney, except renal pelvis"), never what a writer says.
+_WITHOUT = re.compile(r"\b(?:with or without|without|except)\b[^,;(]*")
 _NOT_CLASSIFIED = re.compile(r"\bnot (?:elsewhere classified|otherwise specified)\b|"
                              r"\b(?:(?:site|part|type|organism) )?(?:not specified|unspecified) (?:as|whether)\b[^,]*|"
                              r"\b(?:site|part|type|organism) not specified\b")

@@ -44,6 +44,8 @@ def test_qualifiers_are_not_required_in_text() -> None:
     assert core_words(TERMS["J18.9"])[0] == ("pneumonia",)
     assert core_words(TERMS["N39.0"])[0] == ("urinary", "tract", "infection")
     assert core_words(TERMS["K26.9"])[0] == ("duodenal", "ulcer")
+    assert core_words("Malignant neoplasm of unspecified kidney, except renal pelvis")[0] == (
+        "malignant", "neoplasm", "kidney")
     assert core_words("Fracture of unspecified part of neck of right femur")[0] == ("fracture", "neck", "right", "femur")
     # "Other ..." terms are catch-alls: found, but ranked after the term that says no more.
     assert core_words(TERMS["R07.89"])[1] > core_words(TERMS["R07.9"])[1] == 0.0
