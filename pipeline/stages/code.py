@@ -116,7 +116,7 @@ class CodeStage(Stage):
             drug = product.name if product is not None else entity.attribute
             # A combination ("a 325 mg / b 10 mg") is never coded as one of its drugs.
             if drug and "/" not in drug:
-                candidates = self.index.candidates(entity.kind, drug, self.top_k)
+                candidates = self._drug_candidates(drug)
         spotted = [c for c in entity.candidates if c.match == SPOTTED]
         if spotted:  # what the extractor's spotter found these words to name
             candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)
@@ -136,6 +136,21 @@ class CodeStage(Stage):
         elif entity.kind == "allergy":
             entity.ingredient_code = self.index.concept(chosen.system, chosen.code).ingredient
         entity.confidence = round(entity.confidence * chosen.score, 4)
+
+    def _drug_candidates(self, drug: str) -> list[CodeCandidate]:
+        """Candidates for a drug name; where the index names none exactly, for its leading words.
+
+        "Metoprolol tartrate": a salt (or another word) that an index holding only ingredients
+        does not name; its leading words name the ingredient exactly. A shorter name is taken
+        only on an exact match, so a drug the index does not know stays uncoded."""
+        candidates = self.index.candidates("medication", drug, self.top_k)
+        words = drug.split()
+        while len(words) > 1 and not any(c.score >= _EXACT for c in candidates):
+            words.pop()
+            shorter = self.index.candidates("medication", " ".join(words), self.top_k)
+            if any(c.score >= _EXACT for c in shorter):
+                return shorter
+        return candidates
 
     def _choosable(self, system: str, code: str) -> bool:
         concept = self.index.concept(system, code)

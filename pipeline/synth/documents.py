@@ -273,7 +273,7 @@ def progress_note(rng: random.Random, patient: Patient, visit: Visit, facility: 
 
 INTAKE_CHECKLIST = (
     ("Diabetes", "E11.9"), ("High blood pressure", "I10"), ("Asthma", "J45.909"),
-    ("Heart disease", None), ("Depression", "F32.9"), ("Thyroid disease", None),
+    ("Heart disease", None), ("Depression", "F32.A"), ("Thyroid disease", None),
 )
 
 

@@ -64,6 +64,19 @@ def test_medication_with_strength_codes_to_the_clinical_drug(stage: CodeStage, m
     assert out.candidates[0].code == "6809"  # the ingredient stays the top candidate for review
 
 
+def test_a_salt_the_index_does_not_name_codes_to_its_ingredient(stage: CodeStage, make_entity,
+                                                                 make_page_row) -> None:
+    salt = make_entity("medication", "Metoprolol tartrate 25 mg", attribute="Metoprolol", dose_value=25.0,
+                       dose_unit="mg")
+    unknown = make_entity("medication", "Zorblatex forte 10 mg", 1, attribute="Zorblatex", dose_value=10.0,
+                          dose_unit="mg")
+
+    out = coded(stage, make_page_row, salt, unknown)
+
+    assert out["Metoprolol tartrate 25 mg"].ingredient_code == "6918"
+    assert out["Zorblatex forte 10 mg"].code is None
+
+
 def test_medication_without_a_matching_strength_stays_on_the_ingredient(stage: CodeStage, make_entity,
                                                                         make_page_row) -> None:
     odd = make_entity("medication", "Metformin 750 mg", attribute="Metformin", dose_value=750.0, dose_unit="mg")
