@@ -115,6 +115,28 @@ def test_a_tilted_scan_is_straightened_before_rows_are_grouped() -> None:
     assert [r.text for r in reading_order(straighten(tilted))] == [r.text for r in reading_order(two_column_page())]
 
 
+def test_a_tilted_table_whose_boxes_came_out_level_is_straightened_by_its_rows() -> None:
+    # A fax tilted 1.3 degrees, right side raised, the detector's boxes all axis-aligned: the
+    # results drift most of a row up across the page, and read as printed only when levelled.
+    rows = [("Test", "Result", "Units", "Reference Range"), ("WBC", "8.0", "K/uL", "4.5-11.0"),
+            ("RBC", "4.94", "M/uL", "4.70-6.10"), ("Hemoglobin", "15.6", "g/dL", "13.5-17.5"),
+            ("Hematocrit", "49.2", "%", "41.0-53.0"), ("Platelets", "348", "K/uL", "150-450")]
+    rise = math.tan(math.radians(1.3))
+    lines = [ocr_line(len(cells) * r + c, text, x, 300 + 36 * r - rise * x, height=30)
+             for r, cells in enumerate(rows) for c, (x, text) in enumerate(zip((130, 640, 960, 1230), cells))]
+
+    assert [row.text for row in group_rows(lines)] != [row.text for row in group_rows(straighten(lines))]
+    assert math.degrees(skew_angle(lines)) == pytest.approx(-1.3, abs=0.15)
+    assert [row.text for row in reading_order(straighten(lines))] == ["  ".join(cells) for cells in rows]
+
+
+def test_a_few_lines_that_line_up_by_chance_do_not_tilt_a_level_page() -> None:
+    lines = [ocr_line(0, "Name: Jane Roe", 80, 100), ocr_line(1, "Seen by Dr. Poe", 900, 130),
+             ocr_line(2, "Plan: rest", 80, 300)]
+
+    assert skew_angle(lines) == 0.0
+
+
 def test_level_lines_are_not_rotated() -> None:
     lines = two_column_page()
 
