@@ -335,6 +335,7 @@ class Table:
     roles: list[str]
     bounds: list[float]  # x where each column after the first begins
     rows: list[TableRow]
+    title: str | None = None  # a one-line caption just above the header ("Basic Metabolic Panel")
 
 
 def _header_roles(row: Row) -> list[str] | None:
@@ -372,7 +373,7 @@ def find_tables(rows: list[Row]) -> list[Table]:
             continue
         header = rows[i]
         bounds = [(a.bbox[2] + b.bbox[0]) / 2 for a, b in zip(header.lines, header.lines[1:])]
-        table = Table(header, roles, bounds, [])
+        table = Table(header, roles, bounds, [], _caption(rows[i - 1], header) if i else None)
         # Header words are single cells: their width per character is the type's.
         char_width = median((line.bbox[2] - line.bbox[0]) / max(len(line.text), 1) for line in header.lines)
         pitch = header.bbox[3] - header.bbox[1]
@@ -390,6 +391,17 @@ def find_tables(rows: list[Row]) -> list[Table]:
             i += 1
         tables.append(table)
     return tables
+
+
+def _caption(row: Row, header: Row) -> str | None:
+    """The text of a row that captions the table below it: one line of words, no number,
+    at most a line's height above the header. After a section heading on the same line
+    ("LABORATORY RESULTS: Basic Metabolic Panel"), the part after its colon."""
+    text = row.text.rsplit(":", 1)[-1].strip()
+    gap = header.bbox[1] - row.bbox[3]
+    if len(row.lines) != 1 or any(ch.isdigit() for ch in text) or not re.search(r"[A-Za-z]{2}", text):
+        return None
+    return text if gap <= header.bbox[3] - header.bbox[1] else None
 
 
 # Key-value fields ---------------------------------------------------------------------

@@ -123,6 +123,7 @@ class Entity:
     relationship: str | None = None  # family member (HL7 v3 RoleCode) of a family-history mention
     severity: str | None = None  # allergy reaction: mild | moderate | severe
     reference_text: str | None = None  # a reference range as printed ("<200", ">60", "3.5-5.0")
+    panel: str | None = None  # the title of the result table a lab was read in ("Basic Metabolic Panel")
     # Medication timing (FHIR Timing.repeat, boundsDuration, asNeeded).
     timing_frequency: int | None = None
     timing_period: float | None = None

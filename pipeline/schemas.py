@@ -83,6 +83,7 @@ ENTITY_FIELDS = [
     pa.field("relationship", pa.string()),
     pa.field("severity", pa.string()),
     pa.field("reference_text", pa.string()),
+    pa.field("panel", pa.string()),
     pa.field("timing_frequency", pa.int32()),
     pa.field("timing_period", pa.float64()),
     pa.field("timing_period_max", pa.float64()),

@@ -47,6 +47,10 @@ _COMPONENT_FACTOR = 0.8  # a LOINC component matched alone: below any full name,
 # How ICD-10-CM words the code to pick when the text gives no more detail, best first.
 _DEFAULT_LEAF_WORDS = ("without complications", ", unspecified", "unspecified", "without")
 # A UCUM unit says which LOINC property a lab result has.
+# LOINC long common names: a panel is "<name> panel - <specimen>[ by <method>]", a test
+# "<component> [<property>] in <specimen>[ by <method>]".
+_LOINC_PANEL = re.compile(r"^.*\bpanel - (?P<specimen>[^,]+?)(?: by .*)?$", re.IGNORECASE)
+_LOINC_TEST = re.compile(r"^(?P<test>.+?\]) in (?P<specimen>.+?)(?P<method> by .+)?$")
 LOINC_PROPERTY_BY_UNIT = {
     "mg/dL": "Mass/volume", "g/dL": "Mass/volume", "ng/mL": "Mass/volume", "pg/mL": "Mass/volume",
     "mmol/L": "Moles/volume", "umol/L": "Moles/volume", "meq/L": "Moles/volume",
@@ -418,6 +422,32 @@ class TerminologyIndex:
         promoted = CodeCandidate(best.system, best.code, best.display, max(best.score, candidates[0].score),
                                  f"unit-property:{wanted}")
         return [promoted] + [c for c in candidates if c.code != best.code][: k - 1]
+
+    def panel_specimen(self, title: str) -> str | None:
+        """The specimen of the LOINC panel a result table's title names exactly ("Basic
+        Metabolic Panel" -> 51990-0 "Basic metabolic panel - Blood" -> "Blood"); None when
+        the title names no panel ("LABORATORY RESULTS") or only approximately."""
+        for candidate in self.candidates("lab", title, 1):
+            panel = _LOINC_PANEL.match(candidate.display) if candidate.match.startswith("exact") else None
+            if panel:
+                return panel.group("specimen")
+        return None
+
+    def in_specimen(self, candidates: list[CodeCandidate], specimen: str, k: int = 5) -> list[CodeCandidate]:
+        """The first candidate's test measured in `specimen` when LOINC names that test
+        ("Urea nitrogen [Mass/volume] in Serum or Plasma" under a Blood panel: "... in Blood"),
+        promoted first; the candidates unchanged when it names none."""
+        if not candidates or candidates[0].system != LOINC:
+            return candidates
+        test = _LOINC_TEST.match(candidates[0].display)
+        if not test or test.group("specimen") == specimen:
+            return candidates
+        wanted = f"{test.group('test')} in {specimen}{test.group('method') or ''}"
+        same = next((c for c in self.candidates("lab", wanted, k) if c.display == wanted), None)
+        if same is None:
+            return candidates
+        promoted = CodeCandidate(same.system, same.code, same.display, candidates[0].score, f"panel-specimen:{specimen}")
+        return [promoted] + [c for c in candidates if c.code != same.code][: k - 1]
 
     def _full_text(self, found: dict[str, CodeCandidate], index_kinds: tuple[str, ...], systems: tuple[str, ...],
                    text: str, k: int) -> None:

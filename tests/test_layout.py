@@ -181,6 +181,18 @@ def test_table_cells_are_assigned_by_header_columns_even_with_a_missing_cell() -
     ]
 
 
+def test_a_one_line_caption_just_above_the_header_titles_the_table() -> None:
+    body = (("Glucose", 80), ("67", 480), ("mg/dL", 660))
+    captioned = [ocr_line(100, "Basic Metabolic Panel", 80, 70)] + table_lines(body)
+    far = [ocr_line(100, "LABORATORY RESULTS", 80, 20)] + table_lines(body)
+    dated = [ocr_line(100, "Collected 03/02/2024", 80, 70)] + table_lines(body)
+    in_section = [ocr_line(100, "LABORATORY RESULTS: Lipid Panel", 80, 70)] + table_lines(body)
+
+    assert [find_tables(reading_order(lines))[0].title for lines in (captioned, far, dated, table_lines(body),
+                                                                     in_section)] == [
+        "Basic Metabolic Panel", None, None, None, "Lipid Panel"]
+
+
 def test_a_line_that_joins_two_cells_is_cut_at_the_column_boundary() -> None:
     lines = table_lines((("Glucose", 80), ("67", 480), ("L", 1120)))
     # OCR read the unit and the range as one line, with one space for the wide gap between them.

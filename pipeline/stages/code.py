@@ -21,6 +21,15 @@ CODED_WHEN_LOADED = ("procedure",)
 # A candidate this good is the product itself (an exact or OCR-tolerant name match).
 _EXACT = 0.85
 _VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
+# The LOINC codes FHIR's vital-signs profiles fix (R4 Observation "Vital Signs" profiles,
+# hl7.org/fhir/R4/observation-vitalsigns.html) and US Core 6.1 adds for children (pediatric
+# BMI-for-age, weight-for-length, head circumference percentile). A vitals list names these
+# measures; where one is a candidate it is the code, as FHIR consumers query vitals by them.
+VITAL_SIGN_PROFILE_CODES = frozenset({
+    "85353-1", "9279-1", "8867-4", "2708-6", "59408-5", "8310-5", "8302-2", "8306-3", "9843-4", "29463-7",
+    "39156-5", "85354-9", "8480-6", "8462-4", "59576-9", "77606-2", "8289-1",
+})
+_PROFILE_MIN_SCORE = 0.4  # a vitals list corroborates a weaker name match ("Wt-for-length pctl")
 
 
 class CodeStage(Stage):
@@ -122,10 +131,17 @@ class CodeStage(Stage):
             candidates = self.index.with_spotted(candidates, spotted, query, self.top_k)
         if entity.kind == "lab":
             candidates = self.index.prefer_lab_property(candidates, query, entity.unit, self.top_k)
+            # A result under a panel's title is measured in the panel's specimen.
+            specimen = self.index.panel_specimen(entity.panel) if entity.panel else None
+            if specimen:
+                candidates = self.index.in_specimen(candidates, specimen, self.top_k)
         entity.candidates = candidates
         chosen = next(
             (c for c in candidates if c.score >= self.min_score and self._choosable(c.system, c.code)), None
         )
+        if entity.kind in ("lab", "vital") and "vital" in (entity.section or "").lower():
+            chosen = next((c for c in candidates if c.code in VITAL_SIGN_PROFILE_CODES
+                           and c.score >= _PROFILE_MIN_SCORE), chosen)
         if chosen is None:
             entity.flags.append("uncoded")
             return

@@ -111,6 +111,7 @@ def table_lab_entities(tables: list[Table], labs: set[str], page: int) -> list[E
                                     body.row.bbox, strength=1.0)
             entity.value, entity.value_num = value.group(0), float(value.group(0).lstrip("<>"))
             entity.unit = normalise_unit(body.text("unit"))
+            entity.panel = table.title
             entity.reference_low, entity.reference_high, entity.reference_text = parse_reference_range(
                 body.text("range"))
             flag = LAB_FLAGS.get((body.text("flag") or "").strip().upper())

@@ -172,3 +172,53 @@ def test_a_pair_without_a_combination_rule_is_coded_as_written(stage: CodeStage,
     mention = make_entity("diagnosis", "Type 2 diabetes mellitus without complications")
     (row,) = code(stage, [make_page_row([mention])])
     assert [e["code"] for e in row["entities"]] == ["E11.9"]
+
+
+LOINC_ROWS = (  # LOINC Core columns: number, long common name, short name, component, system; class type
+    ("51990-0", "Basic metabolic panel - Blood", "Bas Metab Pnl Bld", "Basic metabolic panel", "Bld", 1),
+    ("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "BUN SerPl-mCnc", "Urea nitrogen", "Ser/Plas", 1),
+    ("6299-2", "Urea nitrogen [Mass/volume] in Blood", "BUN Bld-mCnc", "Urea nitrogen", "Bld", 1),
+    ("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "Potassium SerPl-sCnc", "Potassium", "Ser/Plas", 1),
+    ("59574-4", "Body mass index (BMI) [Percentile]", "BMI Prctl", "Body mass index", "^Patient", 2),
+    ("59576-9", "Body mass index (BMI) [Percentile] Per age and sex", "BMI Prctl Per age+sex", "Body mass index",
+     "^Patient", 2),
+)
+
+
+@pytest.fixture(scope="module")
+def panel_stage(tmp_path_factory: pytest.TempPathFactory) -> CodeStage:
+    """A small index: the starter sets and the LOINC rows above (the embedded one holds no panel)."""
+    from terminology_index.build import IndexSources, build_index
+
+    folder = tmp_path_factory.mktemp("panel-index")
+    table = folder / "loinc_core.tsv"
+    table.write_text("loinc_num\tlong_common_name\tshortname\tcomponent\tsystem\tclasstype\tstatus\n" + "".join(
+        "\t".join(map(str, (*row, "ACTIVE"))) + "\n" for row in LOINC_ROWS))
+    build_index(IndexSources(icd10cm_xml=None, loinc_table=str(table)), folder / "index")
+    return CodeStage(index_path=str(folder / "index"))
+
+
+def test_a_result_under_a_panel_title_is_coded_in_the_panel_specimen(panel_stage: CodeStage, make_entity,
+                                                                     make_page_row) -> None:
+    def under(title: str | None) -> dict[str, Entity]:
+        entities = [make_entity("lab", "BUN", 0, value="17", value_num=17.0, unit="mg/dL"),
+                    make_entity("lab", "Potassium", 1, value="4.1", value_num=4.1, unit="mmol/L")]
+        for entity in entities:
+            entity.panel = title
+        return coded(panel_stage, make_page_row, *entities)
+
+    in_panel = under("Basic Metabolic Panel")
+    assert in_panel["BUN"].code == "6299-2" and in_panel["BUN"].candidates[0].match == "panel-specimen:Blood"
+    assert in_panel["Potassium"].code == "2823-3"  # the index names no potassium in blood: unchanged
+    # No title, or one that names no panel: the test as the name alone codes it.
+    assert under(None)["BUN"].code == under("LABORATORY RESULTS")["BUN"].code == "3094-0"
+
+
+def test_a_vitals_list_measure_takes_the_fhir_vital_signs_profile_code(panel_stage: CodeStage, make_entity,
+                                                                     make_page_row) -> None:
+    def read_in(section: str) -> Entity:
+        entity = make_entity("lab", "BMI percentile", value="21.5", value_num=21.5, unit="%", section=section)
+        return coded(panel_stage, make_page_row, entity)["BMI percentile"]
+
+    assert read_in("vital signs").code == "59576-9"  # US Core's pediatric BMI-for-age code
+    assert read_in("results").code == "59574-4"  # elsewhere the closest name

@@ -104,6 +104,16 @@ def test_lab_table_fields_come_from_their_columns(stage: LexiconExtractStage) ->
     assert labs == {"Glucose": (67.0, "mg/dL", 70.0, 99.0, "L"), "Potassium": (5.9, "mmol/L", None, None, "H"),
                     "Sodium": (150.0, "mmol/L", 136.0, 145.0, "H")}  # no flag printed: derived from the range
     assert len(by_kind(out, "lab")) == 3  # each row once, not again by the row pattern
+    assert {e["panel"] for e in by_kind(out, "lab")} == {None}
+
+
+def test_a_result_keeps_the_title_of_its_table(stage: LexiconExtractStage) -> None:
+    page = lines((80, 60, "Complete Blood Count"), (80, 100, "Test"), (480, 100, "Result"), (660, 100, "Units"),
+                 (80, 140, "Hemoglobin"), (480, 140, "13.1"), (660, 140, "g/dL"))
+
+    (out,) = stage.process_batch(page_rows_to_table([row(page)])).to_pylist()
+
+    assert [(e["text"], e["panel"]) for e in by_kind(out, "lab")] == [("Hemoglobin", "Complete Blood Count")]
 
 
 def test_checked_boxes_under_a_history_heading_are_present_diagnoses(stage: LexiconExtractStage) -> None:
