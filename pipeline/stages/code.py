@@ -20,6 +20,7 @@ CODED_KINDS = ("diagnosis", "medication", "allergy", "lab", "vital")
 CODED_WHEN_LOADED = ("procedure",)
 # A candidate this good is the product itself (an exact or OCR-tolerant name match).
 _EXACT = 0.85
+_NEXT_BEST = 0.97  # a candidate offered after the chosen one scores a little under it
 _VITAL_LOOKUP_NAMES = {"pulse": "heart rate", "spo2": "spo2", "temperature": "body temperature"}
 # The LOINC codes FHIR's vital-signs profiles fix (R4 Observation "Vital Signs" profiles,
 # hl7.org/fhir/R4/observation-vitalsigns.html) and US Core 6.1 adds for children (pediatric
@@ -151,7 +152,20 @@ class CodeStage(Stage):
             self._refine_to_clinical_drug(entity)
         elif entity.kind == "allergy":
             entity.ingredient_code = self.index.concept(chosen.system, chosen.code).ingredient
+        elif chosen.system == ICD10CM:
+            self._offer_category_default(entity, chosen)
         entity.confidence = round(entity.confidence * chosen.score, 4)
+
+    def _offer_category_default(self, entity: Entity, chosen: CodeCandidate) -> None:
+        """The chosen code's category default (R10.9 beside R10.31) as the next candidate: where
+        the text is vaguer than the code it matched, the coder reviewing it takes that one."""
+        default = self.index.billable_leaf(chosen.code[:3], entity.text)
+        if default is None or any(c.code == default.code for c in entity.candidates):
+            return
+        offered = CodeCandidate(ICD10CM, default.code, default.display, round(chosen.score * _NEXT_BEST, 4),
+                                f"category-default-of:{chosen.code}")
+        at = next((i for i, c in enumerate(entity.candidates) if c.code == chosen.code), 0) + 1
+        entity.candidates = (entity.candidates[:at] + [offered] + entity.candidates[at:])[:self.top_k]
 
     def _drug_candidates(self, drug: str) -> list[CodeCandidate]:
         """Candidates for a drug name; where the index names none exactly, for its leading words.

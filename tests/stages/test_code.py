@@ -222,3 +222,14 @@ def test_a_vitals_list_measure_takes_the_fhir_vital_signs_profile_code(panel_sta
 
     assert read_in("vital signs").code == "59576-9"  # US Core's pediatric BMI-for-age code
     assert read_in("results").code == "59574-4"  # elsewhere the closest name
+
+
+def test_a_specific_diagnosis_offers_its_category_default_next(stage: CodeStage, make_entity, make_page_row) -> None:
+    out = coded(stage, make_page_row, make_entity("diagnosis", "Streptococcal pharyngitis", 0),
+                make_entity("diagnosis", "Acute pharyngitis", 1))
+
+    strep = out["Streptococcal pharyngitis"]
+    assert strep.code == "J02.0"
+    assert (strep.candidates[1].code, strep.candidates[1].match) == ("J02.9", "category-default-of:J02.0")
+    vague = out["Acute pharyngitis"]
+    assert vague.code == "J02.9" and [c.code for c in vague.candidates].count("J02.9") == 1  # not offered twice
