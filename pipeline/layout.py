@@ -481,21 +481,30 @@ def join_stacked_fields(rows: list[Row]) -> list[Row]:
     M". A value belongs to the label whose column its left edge falls in (columns begin at each
     label's left edge); a value line OCR joined across columns is cut at those edges. The pair
     becomes one line "PATIENT NAME: HERMAN, THERON" spanning both boxes, which the field readers
-    read like any "Key: value".
+    read like any "Key: value". Rows of another column read between the two (a form's title
+    and SEX box at the right, read as a column of their own) are passed over and kept after.
     """
     out: list[Row] = []
     i = 0
     while i < len(rows):
         labels = rows[i]
-        values = rows[i + 1] if i + 1 < len(rows) else None
+        j = _next_in_column(rows, i)
+        values = rows[j] if j is not None else None
         if values is None or _is_label_row(values) or not _below(labels, values) or not (
                 _is_label_row(labels) or _is_single_field(labels, values)):
             out.append(labels)
             i += 1
             continue
         out.append(Row(_stack(labels, values)))
-        i += 2
+        out.extend(rows[i + 1:j])
+        i = j + 1
     return out
+
+
+def _next_in_column(rows: list[Row], i: int) -> int | None:
+    """The index of the first row after rows[i] that is not wholly right of it."""
+    right = max(line.bbox[2] for line in rows[i].lines)
+    return next((j for j in range(i + 1, len(rows)) if min(line.bbox[0] for line in rows[j].lines) <= right), None)
 
 
 def _is_single_field(label: Row, value: Row) -> bool:

@@ -251,3 +251,19 @@ def test_a_heading_over_a_key_value_line_is_not_stacked_onto_it() -> None:
     rows = join_stacked_fields(reading_order(lines))
 
     assert [row.text for row in rows] == ["SCREENING", "GAD-7 score: 8"]
+
+
+def test_a_form_label_row_takes_its_values_past_a_column_read_between_them() -> None:
+    # Reading order of a boxed form whose title and SEX box at the right were read as a column
+    # of their own: they fall between the MRN label row and the values printed under it.
+    rows = [Row([ocr_line(0, "MRN", 110, 400), ocr_line(1, "DATE OF SERVICE", 570, 400),
+                 ocr_line(2, "PROVIDER", 1060, 400)]),
+            Row([ocr_line(3, "PATIENT ENCOUNTER FORM", 1360, 160)]), Row([ocr_line(4, "SEX", 1580, 290)]),
+            Row([ocr_line(5, "Female", 1580, 330)]),
+            Row([ocr_line(6, "77aa01c2", 110, 440), ocr_line(7, "03-Apr-2020", 570, 440),
+                 ocr_line(8, "Dr. Alma Poe-Smith", 1060, 440)])]
+
+    texts = [row.text for row in join_stacked_fields(rows)]
+
+    assert texts == ["MRN: 77aa01c2  DATE OF SERVICE: 03-Apr-2020  PROVIDER: Dr. Alma Poe-Smith",
+                     "PATIENT ENCOUNTER FORM", "SEX", "Female"]
