@@ -482,8 +482,9 @@ def join_stacked_fields(rows: list[Row]) -> list[Row]:
     label's left edge); a value line OCR joined across columns is cut at those edges. The pair
     becomes one line "PATIENT NAME: HERMAN, THERON" spanning both boxes, which the field readers
     read like any "Key: value". Rows of another column read between the two (a form's title
-    and SEX box at the right, read as a column of their own) are passed over and kept after.
+    and SEX box at the right, read as a column of their own) are passed over, then read on.
     """
+    rows = list(rows)
     out: list[Row] = []
     i = 0
     while i < len(rows):
@@ -496,8 +497,8 @@ def join_stacked_fields(rows: list[Row]) -> list[Row]:
             i += 1
             continue
         out.append(Row(_stack(labels, values)))
-        out.extend(rows[i + 1:j])
-        i = j + 1
+        del rows[j]
+        i += 1
     return out
 
 

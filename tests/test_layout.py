@@ -259,11 +259,11 @@ def test_a_form_label_row_takes_its_values_past_a_column_read_between_them() -> 
     rows = [Row([ocr_line(0, "MRN", 110, 400), ocr_line(1, "DATE OF SERVICE", 570, 400),
                  ocr_line(2, "PROVIDER", 1060, 400)]),
             Row([ocr_line(3, "PATIENT ENCOUNTER FORM", 1360, 160)]), Row([ocr_line(4, "SEX", 1580, 290)]),
-            Row([ocr_line(5, "Female", 1580, 330)]),
+            Row([ocr_line(5, "Female", 1580, 330)]),  # a field of the passed-over column, stacked in turn
             Row([ocr_line(6, "77aa01c2", 110, 440), ocr_line(7, "03-Apr-2020", 570, 440),
                  ocr_line(8, "Dr. Alma Poe-Smith", 1060, 440)])]
 
     texts = [row.text for row in join_stacked_fields(rows)]
 
     assert texts == ["MRN: 77aa01c2  DATE OF SERVICE: 03-Apr-2020  PROVIDER: Dr. Alma Poe-Smith",
-                     "PATIENT ENCOUNTER FORM", "SEX", "Female"]
+                     "PATIENT ENCOUNTER FORM", "SEX: Female"]
