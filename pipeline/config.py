@@ -185,6 +185,9 @@ class ResourcesConfig(_Strict):
     # When the light pool loads its lexicons and index on a run that OCRs: "first_batch" (its
     # start-up leaves the cores to the OCR actors') or "start" (ready before OCR's first page).
     light_setup: Literal["first_batch", "start"] = "first_batch"
+    # OCR engines a node builds at once; None: all its OCR actors at once. On 2 cores, two builds
+    # side by side (beside render and the light pool's start) each took as long as both (issue 15).
+    ocr_engine_builds: int | None = Field(None, ge=1)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

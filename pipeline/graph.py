@@ -79,6 +79,7 @@ def stage_factories(cfg: MedrecConfig) -> list[Callable[[], Stage]]:
                 det_limit_side_len=cfg.ocr.det_limit_side_len, backend=cfg.ocr.backend, device=cfg.ocr.device,
                 staged_dirs=staged_ocr_dirs(cfg.ocr), recycle_after_pages=cfg.ocr.recycle_after_pages,
                 rec_batch_size=cfg.ocr.rec_batch_size, gpu_memory_gb=cfg.ocr.gpu_memory_gb_per_actor,
+                engine_build_slots=res.ocr_engine_builds,
                 **ocr_runtime_kwargs(cfg.ocr), resources=ocr_resources(cfg, gpu_plan(cfg))),
         partial(ClassifyStage, resources=pool(res.classify)),
         partial(LexiconExtractStage, index_path=index_path, resources=pool(res.extract)),
@@ -209,10 +210,14 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     commit_pages = partial(commit_page_batch, output=output, fp=fp)
     sources = []
     if to_ocr is not None:
-        dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, rows_per_block=cfg.resources.ocr.batch_size),
-                                           num_cpus=cfg.resources.tasks.cpus)
+        # Blocks of the OCR batch size, each OCR actor's first one of one page: render and OCR
+        # take a block as their batch, so OCR's first output waits for one page, not a batch.
+        ocr_pool = ocr_steps[-1]().resources
+        pages = ManifestDatasource(to_ocr, rows_per_block=ocr_pool.batch_size, one_page_blocks=ocr_pool.concurrency or 1)
+        dataset = ray.data.read_datasource(pages, num_cpus=cfg.resources.tasks.cpus)
         for number, factory in enumerate(ocr_steps, 1):
-            dataset = apply_stage(dataset, factory, placed, ledger, then=commit_ocr if number == len(ocr_steps) else None)
+            dataset = apply_stage(dataset, factory, placed, ledger, then=commit_ocr if number == len(ocr_steps) else None,
+                                  blocks_as_batches=True)
         sources.append(dataset)
     if ocr_stored.num_rows:
         sources.append(ray.data.from_arrow(ocr_stored).map_batches(

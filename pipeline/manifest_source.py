@@ -3,7 +3,9 @@
 Ray's Parquet reader lists files in a task that asks for a whole CPU; beside actor pools
 that hold the other CPUs it waits forever. This source reads slices of the manifest in
 tasks as small as the config says, decoding only the row group a slice lies in, and never
-holds the manifest on the driver.
+holds the manifest on the driver. Its first slices can hold one page each: the stages
+that run one block per batch (render, OCR) then emit their first page after one page's
+work, not a batch's (issue 15).
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ def conform_manifest(table: pa.Table) -> pa.Table:
 
 
 class ManifestDatasource(Datasource):
-    """Pages of a manifest in slices of at most `rows_per_block` rows, in manifest order."""
+    """Pages of a manifest in slices of at most `rows_per_block` rows, in manifest order; the
+    first `one_page_blocks` slices hold one page each (one for each OCR actor's first batch)."""
 
-    def __init__(self, path: str, rows_per_block: int):
+    def __init__(self, path: str, rows_per_block: int, one_page_blocks: int = 0):
+        if rows_per_block < 1 or one_page_blocks < 0:
+            raise ValueError(f"rows_per_block must be >= 1 and one_page_blocks >= 0, got {rows_per_block}, "
+                             f"{one_page_blocks}")
         self.path = path
         self.rows_per_block = rows_per_block
+        self.one_page_blocks = one_page_blocks
         metadata = pq.read_metadata(path)
         self.group_rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         conform_manifest(pq.read_schema(path).empty_table())  # fail at plan time, not in a task
@@ -49,11 +56,13 @@ class ManifestDatasource(Datasource):
                        data_context=None) -> list[ReadTask]:
         tasks = []
         for group, rows in enumerate(self.group_rows):
-            for start in range(0, rows, self.rows_per_block):
-                length = min(self.rows_per_block, rows - start)
+            start = 0
+            while start < rows:
+                length = 1 if len(tasks) < self.one_page_blocks else min(self.rows_per_block, rows - start)
                 metadata = BlockMetadata(num_rows=length, size_bytes=length * _ROW_BYTES_ESTIMATE,
                                          exec_stats=None, input_files=(self.path,))
                 tasks.append(ReadTask(self._reader(group, start, length), metadata, schema=MANIFEST_SCHEMA))
+                start += length
         return tasks
 
     def _reader(self, group: int, start: int, length: int):

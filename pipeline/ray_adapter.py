@@ -165,19 +165,21 @@ def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage], ledger: Ledge
 
 def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
                 placed: Mapping[str, SlotAssigner] | None = None, ledger: LedgerClient | None = None,
-                then: Then | None = None) -> ray.data.Dataset:
+                then: Then | None = None, blocks_as_batches: bool = False) -> ray.data.Dataset:
     """Append one stage to the dataset's plan, sized by the stage's `resources`; a pool in
     `placed` (by stage name) puts each member on the card the GPU plan gives it.
 
     `ledger`: the run's attempts ledger (one per graph); None starts one for this stage.
     `then`: run on each output batch by the same worker (see `Then`).
+    `blocks_as_batches`: each incoming block is one batch, never bundled up to the stage's
+    batch size: the read's block plan (a one-page first block) reaches the stage as it is.
     """
     stage = factory()
     resources = stage.resources
     ledger = ledger or LedgerClient.create(max_alone_deaths=2)
     common = dict(
         batch_format="pyarrow",
-        batch_size=resources.batch_size,
+        batch_size=None if blocks_as_batches else resources.batch_size,
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus or None,
         memory=resources.memory_mb * 1024 * 1024 if resources.memory_mb else None,

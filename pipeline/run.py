@@ -131,6 +131,12 @@ def stage_pool_sizes(cfg: MedrecConfig) -> dict[str, int]:
             "code": res.code.actors, "validate": res.validate_pool.actors}
 
 
+# Ray ends a task worker idle for 1 s once the node runs more worker processes than it has CPUs,
+# and the pools' actors alone are more on a small node: render tasks after a pause each started a
+# new Python process that imported the stack again, beside the OCR actors' start-up (issue 15).
+LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+
+
 def init_ray(cfg: MedrecConfig) -> None:
     import ray
 
@@ -144,7 +150,8 @@ def init_ray(cfg: MedrecConfig) -> None:
         joining = bool(os.environ.get("RAY_ADDRESS"))
         ray.init(address=None if joining else "local",
                  num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
-                 runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False)
+                 runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False,
+                 _system_config=None if joining else LOCAL_RAY_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 

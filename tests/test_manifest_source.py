@@ -33,6 +33,17 @@ def test_every_row_is_read_once_in_order_across_row_groups(tmp_path, with_hints)
     assert read.schema.names[-2:] == ["mrn", "document_type"]
 
 
+def test_the_first_blocks_hold_one_page_each_then_full_blocks_follow_in_order(tmp_path):
+    path = tmp_path / "manifest.parquet"
+    pq.write_table(_manifest(12, False), path, row_group_size=5)
+    source = ManifestDatasource(str(path), rows_per_block=2, one_page_blocks=2)
+    blocks = [block for task in source.get_read_tasks(1) for block in task()]
+    # Row groups of 5, 5 and 2 rows: a block never spans two groups.
+    assert [b.num_rows for b in blocks] == [1, 1, 2, 1, 2, 2, 1, 2]
+    assert [t.metadata.num_rows for t in source.get_read_tasks(1)] == [b.num_rows for b in blocks]
+    assert pa.concat_tables(blocks).column("source_uri").to_pylist() == [f"/x/{i}" for i in range(12)]
+
+
 def test_a_manifest_without_required_columns_is_refused():
     with pytest.raises(ValueError, match="sha256"):
         conform_manifest(_manifest(2, False).drop(["sha256"]))

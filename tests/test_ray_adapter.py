@@ -174,6 +174,30 @@ def test_a_block_that_fails_as_a_whole_has_every_page_quarantined_and_the_run_go
     assert (pages[3]["error_stage"], pages[3]["error_type"]) == ("render", "corrupt_file")
 
 
+class _BatchSizeProbe(Stage):
+    """Writes into `text_source` how many pages the batch it came in held."""
+
+    name = "batch_size_probe"
+
+    def process_pages(self, rows: list[dict]) -> list[dict]:
+        return [{**row, "text_source": str(len(rows))} for row in rows]
+
+
+@pytest.mark.parametrize("concurrency", [1, None], ids=["actor_pool", "tasks"])
+def test_a_stage_that_takes_blocks_as_batches_keeps_a_one_page_first_block_alone(
+        local_ray, concurrency: int | None) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(5)]
+    blocks = [page_rows_to_table(rows[:1]), page_rows_to_table(rows[1:3]), page_rows_to_table(rows[3:])]
+    stage = partial(_BatchSizeProbe, Resources(num_cpus=0.5, batch_size=4, concurrency=concurrency))
+
+    def batch_sizes(**kwargs) -> list[str]:
+        pages = apply_stage(ray.data.from_arrow(blocks), stage, **kwargs).take_all()
+        return [p["text_source"] for p in sorted(pages, key=lambda p: p["page_index"])]
+
+    assert batch_sizes(blocks_as_batches=True) == ["1", "2", "2", "2", "2"]
+    assert batch_sizes()[:4] == ["4"] * 4  # otherwise bundled up to the stage's batch size
+
+
 class _SetupProbe(Stage):
     """Writes into `column` the process it ran in and how many times its setup ran there."""
 

@@ -14,12 +14,14 @@ import gc
 import importlib.util
 import logging
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pipeline.checkboxes import page_checkboxes
+from pipeline.node_slots import node_slot
 from pipeline.ocr_charset import CHARSETS, ensure_charset_rec_dir
 from pipeline.ocr_models import OcrModelDirs, ensure_ocr_model_dirs, require_staged_model_dirs
 from pipeline.ocr_onnx import onnx_engine_kwargs, require_provider
@@ -74,6 +76,7 @@ class OcrStage(Stage):
         enable_cpu_mem_arena: bool | None = None,
         execution_mode: str | None = None,
         rec_charset: str = "all",
+        engine_build_slots: int | None = None,
     ):
         """
         Args:
@@ -103,6 +106,8 @@ class OcrStage(Stage):
                 session options (pipeline.ocr_onnx); None keeps ONNX Runtime's default.
             rec_charset: paddle_onnx only: "all" characters of the recognition dictionary, or
                 "latin": its head cut to Latin-script characters and symbols (pipeline.ocr_charset).
+            engine_build_slots: OCR engines built at once on this machine (the actors take turns,
+                pipeline.node_slots); None: every actor builds when it starts.
         """
         super().__init__(resources)
         if cpu_threads < 1:
@@ -138,6 +143,9 @@ class OcrStage(Stage):
                              "or int8 with onnxruntime on cpu")
         if rec_width_step is not None and rec_width_step < 1:
             raise ValueError(f"rec_width_step must be >= 1, got {rec_width_step}")
+        if engine_build_slots is not None and engine_build_slots < 1:
+            raise ValueError(f"engine_build_slots must be >= 1, got {engine_build_slots}")
+        self.engine_build_slots = engine_build_slots
         if rec_charset not in CHARSETS or (rec_charset != "all" and backend != "paddle_onnx"):
             raise ValueError(f"ocr rec_charset must be one of {CHARSETS} ('all' on the paddle backend), "
                              f"got {rec_charset!r}")
@@ -155,7 +163,10 @@ class OcrStage(Stage):
         """Build or check the local model dirs and load PaddleOCR once per worker."""
         # Production sites are air-gapped: models only ever come from local dirs.
         use_offline_environment()
-        self._engine = self._build_engine()
+        turn = nullcontext() if self.engine_build_slots is None else node_slot("ocr-engine-build",
+                                                                                self.engine_build_slots)
+        with turn:
+            self._engine = self._build_engine()
         self._pages_since_build = 0
 
     def _build_engine(self) -> Any:

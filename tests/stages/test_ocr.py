@@ -132,6 +132,8 @@ def test_rejects_bad_config(tmp_path) -> None:
         OcrStage(model_dir=str(tmp_path), runtime="openvino", device="gpu:0")
     with pytest.raises(ValueError, match="int8 with onnxruntime on cpu"):
         OcrStage(model_dir=str(tmp_path), runtime="openvino", precision="int8")
+    with pytest.raises(ValueError, match="engine_build_slots"):
+        OcrStage(model_dir=str(tmp_path), engine_build_slots=0)
 
 
 @pytest.mark.slow
