@@ -208,6 +208,11 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     # and the one that validated a batch commits its results.
     commit_ocr = partial(commit_ocr_batch, output=output, fp=fp)
     commit_pages = partial(commit_page_batch, output=output, fp=fp)
+    read_stored = partial(read_stored_ocr, output=output)
+    # With no page to OCR, the first stage after OCR reads the stored OCR output itself: no task
+    # workers start beside its pool, each importing the package (issue 12). Beside pages being
+    # OCR-ed the read stays a task, so the pool receives page rows only.
+    before = read_stored if to_ocr is None else None
     sources = []
     if to_ocr is not None:
         # Blocks of the OCR batch size, each OCR actor's first one of one page: render and OCR
@@ -219,16 +224,22 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
             dataset = apply_stage(dataset, factory, placed, ledger, then=commit_ocr if number == len(ocr_steps) else None,
                                   blocks_as_batches=True)
         sources.append(dataset)
-    if ocr_stored.num_rows:
-        sources.append(ray.data.from_arrow(ocr_stored).map_batches(
-            read_stored_ocr, fn_kwargs={"output": output}, batch_size=cfg.resources.tasks.batch_size, **tasks))
+        if ocr_stored.num_rows:
+            sources.append(ray.data.from_arrow(ocr_stored).map_batches(
+                read_stored, batch_size=cfg.resources.tasks.batch_size, **tasks))
+    else:
+        # A block per batch of the pool, so a pool of several actors shares the pages.
+        rows = groups[0][0]().resources.batch_size
+        sources.append(ray.data.from_arrow([ocr_stored.slice(start, rows)
+                                            for start in range(0, ocr_stored.num_rows, rows)]))
     dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
     for number, group in enumerate(groups, 1):
         then = commit_pages if number == len(groups) else None
+        first = before if number == 1 else None
         if len(group) == 1:
-            dataset = apply_stage(dataset, group[0], placed, ledger, then=then)
+            dataset = apply_stage(dataset, group[0], placed, ledger, then=then, before=first)
         else:
             # `resources.light_setup`: the light pool loads on its first page or when it starts.
-            dataset = apply_stages(dataset, group, ledger, then=then,
+            dataset = apply_stages(dataset, group, ledger, then=then, before=first,
                                    defer_setup=to_ocr is not None and cfg.resources.light_setup == "first_batch")
     return dataset

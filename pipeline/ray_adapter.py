@@ -121,14 +121,15 @@ class _StageActor:
     cores to the OCR actors' start-up); a setup that raises still fails the call, never a page.
     The pool's niceness applies after setup: a niced setup beside busy OCR actors got so little
     CPU that the fused light pool gave its first page after OCR's last (issue 15).
-    `then` runs on the last stage's output in this actor (see `Then`).
+    `before` runs on each input batch before the first stage, `then` on the last stage's
+    output, both in this actor (see `Then`).
     """
 
     def __init__(self, factory: Callable[[], Stage] | tuple[Callable[[], Stage], ...], ledger: LedgerClient,
-                 defer_setup: bool = False, then: Then | None = None):
+                 defer_setup: bool = False, then: Then | None = None, before: Then | None = None):
         enter_slot()  # a member placed on the GPU plan's cards learns which ones
         self.stages = [make() for make in (factory if isinstance(factory, tuple) else (factory,))]
-        self.ledger, self.then = ledger, then
+        self.ledger, self.then, self.before = ledger, then, before
         self.nice = min(stage.resources.nice for stage in self.stages)
         wait_for_cards()  # an OCR actor on an LLM's card loads after the engine took its memory
         if not defer_setup:
@@ -146,31 +147,35 @@ class _StageActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self._setup()  # outside `run_isolated`: a stage that cannot load fails the call, not its pages
+        if self.before:
+            batch = self.before(batch)
         for stage in self.stages:
             batch = run_isolated(stage, batch, self.ledger)
         return self.then(batch) if self.then else batch
 
 
-# A batch function run on a stage's output in the stage's own process: the store's commit.
-# As a Ray task of its own it waited for a free CPU token, which the OCR and light pools hold
-# until OCR ends on a small node: no page was committed before then (issue 15).
+# A batch function run in a stage's own process: on its output, the store's commit; on its
+# input, the read of stored OCR output. As a Ray task of its own the commit waited for a free
+# CPU token, which the OCR and light pools hold until OCR ends on a small node: no page was
+# committed before then (issue 15); the read started a task worker beside the pool (issue 12).
 Then = Callable[[pa.Table], pa.Table]
 
 
 def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage], ledger: LedgerClient,
-                    then: Then | None = None) -> pa.Table:
-    batch = run_isolated(factory(), batch, ledger)
+                    then: Then | None = None, before: Then | None = None) -> pa.Table:
+    batch = run_isolated(factory(), before(batch) if before else batch, ledger)
     return then(batch) if then else batch
 
 
 def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
                 placed: Mapping[str, SlotAssigner] | None = None, ledger: LedgerClient | None = None,
-                then: Then | None = None, blocks_as_batches: bool = False) -> ray.data.Dataset:
+                then: Then | None = None, before: Then | None = None,
+                blocks_as_batches: bool = False) -> ray.data.Dataset:
     """Append one stage to the dataset's plan, sized by the stage's `resources`; a pool in
     `placed` (by stage name) puts each member on the card the GPU plan gives it.
 
     `ledger`: the run's attempts ledger (one per graph); None starts one for this stage.
-    `then`: run on each output batch by the same worker (see `Then`).
+    `then` / `before`: run on each output / input batch by the same worker (see `Then`).
     `blocks_as_batches`: each incoming block is one batch, never bundled up to the stage's
     batch size: the read's block plan (a one-page first block) reaches the stage as it is.
     """
@@ -196,7 +201,7 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
     if resources.concurrency:
         return dataset.map_batches(
             _StageActor,
-            fn_constructor_kwargs={"factory": factory, "ledger": ledger, "then": then},
+            fn_constructor_kwargs={"factory": factory, "ledger": ledger, "then": then, "before": before},
             compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
             # A dead actor (a crashed engine exits its process) is restarted and the batch it
             # held retried: Ray Data's defaults for actor pools, stated so they cannot drift.
@@ -205,19 +210,21 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
             max_task_retries=-1,
             **common,
         )
-    return dataset.map_batches(_run_stage_task, fn_kwargs={"factory": factory, "ledger": ledger, "then": then},
+    return dataset.map_batches(_run_stage_task,
+                               fn_kwargs={"factory": factory, "ledger": ledger, "then": then, "before": before},
                                **common)
 
 
 def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]], ledger: LedgerClient | None = None,
-                 defer_setup: bool = False, then: Then | None = None) -> ray.data.Dataset:
+                 defer_setup: bool = False, then: Then | None = None,
+                 before: Then | None = None) -> ray.data.Dataset:
     """Append CPU pool stages as one actor pool whose actors run them in order on each batch.
 
     One process instead of one per stage: on a few cores every pool costs a Python start,
     the package imports and a share of the CPU while the OCR actors load. The pool asks for
     the stages' CPUs and memory together, as many actors as the largest pool, the batch size
     of the first stage; each stage keeps its own ledger keys, timings and page isolation.
-    `then`: run on each output batch by the same actor (see `Then`).
+    `then` / `before`: run on each output / input batch by the same actor (see `Then`).
     """
     stages = [factory() for factory in factories]
     not_fusable = [s.name for s in stages if not s.resources.concurrency or s.resources.num_gpus]
@@ -228,7 +235,7 @@ def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]]
     return dataset.map_batches(
         _StageActor,
         fn_constructor_kwargs={"factory": tuple(factories), "ledger": ledger, "defer_setup": defer_setup,
-                               "then": then},
+                               "then": then, "before": before},
         compute=ray.data.ActorPoolStrategy(size=max(s.resources.concurrency for s in stages)),
         max_restarts=-1,
         max_task_retries=-1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import pipeline
-from pipeline.config import MedrecConfig, expand
+from pipeline.config import MedrecConfig, TaskConfig, expand
 from pipeline.file_hashes import FileHashes
 from pipeline.incremental import (
     fingerprints,
@@ -281,7 +282,7 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     if documents.to_finalize:
         init_ray(cfg)
         finalized = ray.data.from_items(documents.to_finalize).map_batches(
-            finalize_documents, batch_size=cfg.resources.tasks.batch_size,
+            finalize_documents, batch_size=documents_per_task(len(documents.to_finalize), cfg.resources.tasks),
             fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
                        "max_document_error_rate": cfg.faults.max_document_error_rate}, **assembly_tasks)
         _consume(finalized, lambda rows: failpoint("driver_documents"))
@@ -354,6 +355,16 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     }, indent=1), output / LEDGER / "last_run.json")
     compact_ledger(output)
     return report
+
+
+def documents_per_task(documents: int, tasks: TaskConfig) -> int:
+    """Documents per document-rules task: the documents spread over the tasks the cluster runs
+    at once, at least `tasks.batch_size`. Each task pays a Ray round trip and its rules'
+    load, and each document commits alone, so a larger task redoes no more after a kill."""
+    import ray
+
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // tasks.assembly_cpus))
+    return max(tasks.batch_size, math.ceil(documents / slots))
 
 
 def shard_plan(committed: list[dict], fp: Fingerprints, shards: int) -> dict[int, tuple[str, list[str]]]:

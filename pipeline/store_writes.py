@@ -83,6 +83,9 @@ DOCUMENT_TABLES = {  # file in a committed document folder -> its schema
     "quarantine.parquet": QUARANTINE_SCHEMA,
 }
 OUTPUT_TABLES = ("pages", "entities", "flags", "review_queue")  # tables/<name>/part-NNNN.parquet
+# Page segments a document task keeps read: neighbours in the manifest share segments, and the
+# bound keeps a task of many documents from holding all it read.
+SEGMENTS_KEPT = 8
 
 
 def _stored_rows(batch: pa.Table, keys: list[str]) -> pa.Table:
@@ -201,6 +204,8 @@ def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate:
         pages = []
         for key, location in zip(document["result_keys"], document["locations"]):
             if location not in segments:
+                if len(segments) >= SEGMENTS_KEPT:
+                    del segments[next(iter(segments))]  # the first read: documents come in manifest order
                 segments[location] = pq.read_table(out / location)
             segment = segments[location]
             row = segment.filter(pa.compute.equal(segment.column("key"), key)).slice(0, 1).to_pylist()[0]

@@ -14,10 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
 
 from terminology_index import ICD10CM
 from terminology_index import readers as r
@@ -146,6 +144,11 @@ def build_index(sources: IndexSources, output: Path, previous: Path | None = Non
     unique = list(_unique(concepts))
     table = pa.Table.from_pylist([asdict(c) for c in unique], schema=CONCEPT_SCHEMA)
     output.mkdir(parents=True, exist_ok=True)
+    # Imported here, not at module level: every Ray worker imports this module through the
+    # pipeline's terminology code and only a build needs LanceDB (its import is ~1 CPU s).
+    import lancedb
+    from lancedb.index import FTS
+
     db = lancedb.connect(str(output))
     concepts_table = db.create_table(CONCEPTS_TABLE, table, mode="overwrite")
     concepts_table.create_index("term", config=FTS(with_position=False), replace=True)
@@ -177,6 +180,8 @@ def _previous_vectors(previous: Path | None) -> dict[str, np.ndarray]:
         return {}
     if json.loads((previous / RELEASES_FILE).read_text()).get("embedding_model") != EMBEDDING_MODEL:
         return {}
+    import lancedb
+
     db = lancedb.connect(str(previous))
     if VECTORS_TABLE not in db.table_names():
         return {}
