@@ -147,7 +147,8 @@ class ConditionReader:
         trigger = LEADING_TRIGGER.match(name)
         prefix = trigger.group("trigger") if trigger else ""
         name = clean_condition(name[len(prefix):])
-        if _NOTHING_LISTED.match(name):
+        # A semantic tag wrapped onto a line of its own ("(finding).") names nothing.
+        if _NOTHING_LISTED.match(name) or not re.search(r"[A-Za-z]{2}", name):
             return []
         assertion = assertion_of(prefix, ctx.role)
         entity = new_entity("diagnosis", name, ctx, assertion)

@@ -64,6 +64,12 @@ def test_social_history_is_not_a_list_of_conditions(read) -> None:
     assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["Gout"]
 
 
+def test_a_semantic_tag_wrapped_onto_its_own_line_is_no_condition(read) -> None:
+    lines = column("ASSESSMENT AND PLAN", "- Chronic low back pain", "(finding).", "- Hyperlipidemia")
+
+    assert [c.text for c in of_kind(read(lines), "diagnosis")] == ["Chronic low back pain", "Hyperlipidemia"]
+
+
 def test_page_furniture_and_an_empty_list_are_no_conditions(read) -> None:
     lines = column("PROBLEM LIST", "None documented", "Attending: R. Mensah, MDSigned: 2021-02-06",
                    "St. Brigid Clinic   Page 1 of 2", "ASSESSMENT", "Gout", "PROVIDER SIGNATURE:   DATE:",
