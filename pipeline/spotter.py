@@ -98,6 +98,10 @@ MIN_FUZZY_ALONE = 10  # a corrected word that is a whole term alone must be long
 MIN_SINGLE_WORD = 4  # a one-word core shorter than this ("flu" aside) matches too much by chance
 # How far apart a core's words may lie: its word count plus this many other content words.
 WINDOW_SLACK = 2
+# A connective joins the words on either side of it: placed outside the span of the term's
+# other words it joins nothing ("Mother with type 2 diabetes mellitus without complications"
+# is not "Type 2 diabetes mellitus with unspecified complications").
+_CONNECTIVES = frozenset({"with"})
 
 
 def stem(word: str) -> str:
@@ -314,6 +318,10 @@ class TermSpotter:
             return None
         # A letter that names ("hepatitis A") follows its word: "a hepatitis" is not hepatitis A.
         if any(len(w) == 1 and j and positions[j] - positions[j - 1] not in (0, 1) for j, w in enumerate(core.words)):
+            return None
+        content = [p for w, p in zip(core.words, positions) if w not in _CONNECTIVES]
+        if len(content) >= 2 and any(w in _CONNECTIVES and not min(content) < p < max(content)
+                                     for w, p in zip(core.words, positions)):
             return None
         if sureness < 1.0 and len(core.words) == 1 and len(core.words[0]) < MIN_FUZZY_ALONE:
             return None  # a short word alone, corrected: too likely another word

@@ -87,6 +87,15 @@ def test_precision(spotter: TermSpotter) -> None:
     assert codes(spotter, "type 2") == []
 
 
+def test_a_connective_must_join_the_words_around_it() -> None:
+    spotter = TermSpotter((term, SpottedConcept(ICD10CM, code, term, True, 0.0)) for code, term in (
+        ("E11.9", TERMS["E11.9"]), ("E11.8", "Type 2 diabetes mellitus with unspecified complications")))
+    # "with" before the term's words belongs to the sentence ("Mother with ..."), not to the term.
+    assert codes(spotter, "Mother with type 2 diabetes mellitus without complications") == [["E11.9"]]
+    assert codes(spotter, "Type 2 diabetes mellitus with complications") == [["E11.8"]]
+    assert codes(spotter, "Diabetes mellitus type 2 with complications") == [["E11.8"]]
+
+
 def test_stem_folds_plurals_and_british_spelling() -> None:
     assert stem("infections") == stem("infection")
     assert stem("arteries") == "artery"
