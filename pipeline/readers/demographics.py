@@ -30,6 +30,17 @@ _ALL_KEYS = (*_NAME_KEYS, *_ID_KEYS, *_BIRTH_KEYS, "sex", "gender", "address", "
 _OCR_LOOKALIKES = {"o": "[o0]", "l": "[l1i|]", "i": "[il1|]", "s": "[s5]", " ": r"\s+"}
 
 
+# A digit zero inside a word of a name is OCR's reading of the letter O ("0'Keefe"): no
+# person's name holds a digit. Other digits are left alone: 1 may be l or I, 5 may be S or s.
+_ZERO_IN_NAME = re.compile(r"0(?=[a-z'\-]*[a-z])|(?<=[a-z])0", re.I)
+
+
+def person_name(value: str) -> str:
+    """A written name with OCR's zero-for-O slips undone."""
+    # Inside a lower-case run the letter is "o" ("Lind0n"); at a word's start or among capitals "O".
+    return _ZERO_IN_NAME.sub(lambda m: "o" if value[m.start() - 1: m.start()].islower() else "O", value)
+
+
 def _label_pattern(key: str) -> str:
     return "".join(_OCR_LOOKALIKES.get(char, re.escape(char)) for char in key)
 
@@ -70,7 +81,7 @@ class DemographicsReader:
             if "," in value:
                 family, given = (part.strip() for part in value.split(",", 1))
                 value = f"{given} {family}".strip()
-            return [_demographic("name", value, ctx)]
+            return [_demographic("name", person_name(value), ctx)]
         if key in _ID_KEYS:
             attribute = "nhs_number" if key.startswith("nhs") else "mrn"
             number = value.replace(" ", "") if attribute == "nhs_number" else value.split()[0]

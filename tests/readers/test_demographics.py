@@ -26,6 +26,15 @@ def test_labels_with_an_ocr_slip_still_read(read) -> None:
                                    "sex": "female"}
 
 
+def test_a_zero_inside_a_name_is_the_letter_o(read) -> None:
+    lines = column("Patient: 0'Keefe, Sim0n MRN: 0a3c7c37", "Name: B0B LIND0N 2nd")
+
+    entities = of_kind(read(lines), "demographic")
+
+    assert [e.value for e in entities if e.attribute == "name"] == ["Simon O'Keefe", "BOB LINDON 2nd"]
+    assert [e.value for e in entities if e.attribute == "mrn"] == ["0a3c7c37"]  # an identifier keeps its zeros
+
+
 def test_boxed_form_labels_above_values(read) -> None:
     lines = draw((100, [(80, "PATIENT NAME"), (420, "DATE OF BIRTH"), (700, "SEX")]),
                  (126, [(80, "OKAFOR, ADAEZE"), (420, "1961-09-03"), (700, "Female")]),
