@@ -196,6 +196,11 @@ def store_graph_steps(cfg: MedrecConfig, ocr: bool) -> tuple[list[Callable[[], S
                                                                   cfg.resources.fuse_light_stages)
 
 
+def light_actors_without_ocr(cfg: MedrecConfig) -> int:
+    """The light pool's width on a run with no page to OCR: configured, or the cluster's CPUs."""
+    return cfg.resources.light_actors_without_ocr or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: str | None,
                       ocr_stored: pa.Table) -> ray.data.Dataset:
     """The graph of a store run: pages to OCR (render, OCR, committed to the store) and pages
@@ -213,6 +218,9 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
     # workers start beside its pool, each importing the package (issue 12). Beside pages being
     # OCR-ed the read stays a task, so the pool receives page rows only.
     before = read_stored if to_ocr is None else None
+    # Stored OCR rows enter as blocks whose metadata the driver computes (`from_blocks`):
+    # `from_arrow` computes it in remote tasks, which on a fresh cluster waited about 2 s for a
+    # task worker before the graph could start (issue 12).
     sources = []
     if to_ocr is not None:
         # Blocks of the OCR batch size, each OCR actor's first one of one page: render and OCR
@@ -225,13 +233,13 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
                                   blocks_as_batches=True)
         sources.append(dataset)
         if ocr_stored.num_rows:
-            sources.append(ray.data.from_arrow(ocr_stored).map_batches(
+            sources.append(ray.data.from_blocks([ocr_stored]).map_batches(
                 read_stored, batch_size=cfg.resources.tasks.batch_size, **tasks))
     else:
         # A block per batch of the pool, so a pool of several actors shares the pages.
         rows = groups[0][0]().resources.batch_size
-        sources.append(ray.data.from_arrow([ocr_stored.slice(start, rows)
-                                            for start in range(0, ocr_stored.num_rows, rows)]))
+        sources.append(ray.data.from_blocks([ocr_stored.slice(start, rows)
+                                             for start in range(0, ocr_stored.num_rows, rows)]))
     dataset = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
     for number, group in enumerate(groups, 1):
         then = commit_pages if number == len(groups) else None
@@ -241,5 +249,6 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
         else:
             # `resources.light_setup`: the light pool loads on its first page or when it starts.
             dataset = apply_stages(dataset, group, ledger, then=then, before=first,
-                                   defer_setup=to_ocr is not None and cfg.resources.light_setup == "first_batch")
+                                   defer_setup=to_ocr is not None and cfg.resources.light_setup == "first_batch",
+                                   actors=None if to_ocr is not None else light_actors_without_ocr(cfg))
     return dataset

@@ -217,7 +217,7 @@ def apply_stage(dataset: ray.data.Dataset, factory: Callable[[], Stage],
 
 def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]], ledger: LedgerClient | None = None,
                  defer_setup: bool = False, then: Then | None = None,
-                 before: Then | None = None) -> ray.data.Dataset:
+                 before: Then | None = None, actors: int | None = None) -> ray.data.Dataset:
     """Append CPU pool stages as one actor pool whose actors run them in order on each batch.
 
     One process instead of one per stage: on a few cores every pool costs a Python start,
@@ -225,6 +225,7 @@ def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]]
     the stages' CPUs and memory together, as many actors as the largest pool, the batch size
     of the first stage; each stage keeps its own ledger keys, timings and page isolation.
     `then` / `before`: run on each output / input batch by the same actor (see `Then`).
+    `actors`: the pool starts this many actors where resources allow, and runs with one at least.
     """
     stages = [factory() for factory in factories]
     not_fusable = [s.name for s in stages if not s.resources.concurrency or s.resources.num_gpus]
@@ -232,11 +233,16 @@ def apply_stages(dataset: ray.data.Dataset, factories: list[Callable[[], Stage]]
         raise ValueError(f"stages {not_fusable} are not CPU actor pools: they cannot share one")
     ledger = ledger or LedgerClient.create(max_alone_deaths=2)
     memory = sum(s.resources.memory_mb or 0 for s in stages)
+    size = max(s.resources.concurrency for s in stages)
+    # A wider pool than configured is a ceiling, not a demand: actors that do not fit (CPU or
+    # memory) stay pending while the others run.
+    pool = (ray.data.ActorPoolStrategy(size=size) if not actors or actors <= size else
+            ray.data.ActorPoolStrategy(min_size=1, initial_size=actors, max_size=actors))
     return dataset.map_batches(
         _StageActor,
         fn_constructor_kwargs={"factory": tuple(factories), "ledger": ledger, "defer_setup": defer_setup,
                                "then": then, "before": before},
-        compute=ray.data.ActorPoolStrategy(size=max(s.resources.concurrency for s in stages)),
+        compute=pool,
         max_restarts=-1,
         max_task_retries=-1,
         batch_format="pyarrow",

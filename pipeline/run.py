@@ -107,12 +107,16 @@ def prepare_models(cfg: MedrecConfig, hashes: FileHashes | None = None) -> Prepa
 
     from pipeline.lexicon import ensure_lexicons
     from pipeline.terminology import TERM_MAPS
+    from terminology_index.build import VECTORS_TABLE
+    from terminology_index.embeddings import ensure_query_encoder
 
     index_path = expand(cfg.terminology.index_path)
     record = ensure_index(cfg.terminology.sources, index_path, hashes)
     # Built with the index; again here after a code change, so actors only load them.
     TERM_MAPS.ensure(index_path)
     ensure_lexicons(index_path)
+    if (index_path / f"{VECTORS_TABLE}.lance").is_dir():
+        ensure_query_encoder(index_path)  # exported once with torch; the code actors load it without
     staged = staged_ocr_dirs(cfg.ocr)
     if staged is None:
         dirs = ensure_ocr_model_dirs(expand(cfg.ocr.model_dir), expand(cfg.ocr.source_dir) if cfg.ocr.source_dir else None)
@@ -262,6 +266,8 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
             write_parquet_atomic(pages.to_ocr, to_ocr_path)
 
         def pages_committed(rows: list[dict]) -> None:
+            if not warm:  # the pools are up: the assembly steps' workers start in their shadow
+                warm.extend(warm_assembly_workers(cfg))
             for row in rows:
                 progress.update(row["pages_ok"], row["pages_failed"])
                 for timing in row["timings"]:
@@ -271,7 +277,9 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
                 totals.llm_output_tokens += row["llm_output_tokens"]
 
         init_ray(cfg)
+        warm: list = []
         _consume(build_store_graph(cfg, str(output), fp, to_ocr, pages.ocr_stored), pages_committed)
+        ray.get(warm)
     graph_seconds = time.perf_counter() - processing_started
 
     if to_ocr_path.exists():
@@ -357,14 +365,30 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     return report
 
 
+def assembly_slots(tasks: TaskConfig) -> int:
+    """Document-rules or shard tasks the cluster runs at once."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // tasks.assembly_cpus))
+
+
+def warm_assembly_workers(cfg: MedrecConfig) -> list:
+    """Start a task worker per assembly slot while the graph runs, for the document and shard
+    tasks after it (`warm_worker`): zero CPUs, so they never wait for the pools' tokens, and
+    spread over the nodes, where those tasks will run."""
+    import ray
+
+    from pipeline.store_writes import warm_worker
+
+    task = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(warm_worker)
+    return [task.remote() for _ in range(assembly_slots(cfg.resources.tasks))]
+
+
 def documents_per_task(documents: int, tasks: TaskConfig) -> int:
     """Documents per document-rules task: the documents spread over the tasks the cluster runs
     at once, at least `tasks.batch_size`. Each task pays a Ray round trip and its rules'
     load, and each document commits alone, so a larger task redoes no more after a kill."""
-    import ray
-
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // tasks.assembly_cpus))
-    return max(tasks.batch_size, math.ceil(documents / slots))
+    return max(tasks.batch_size, math.ceil(documents / assembly_slots(tasks)))
 
 
 def shard_plan(committed: list[dict], fp: Fingerprints, shards: int) -> dict[int, tuple[str, list[str]]]:

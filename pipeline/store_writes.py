@@ -193,6 +193,13 @@ def _document_tables(pages: list[dict[str, Any]], rules: RuleEngine, max_documen
     return summary, {name: pa.Table.from_pylist(rows, schema=DOCUMENT_TABLES[name]) for name, rows in tables.items()}
 
 
+def warm_worker() -> None:
+    """A no-op task, run while the graph runs: the worker process it starts has imported Ray
+    Data and this module when the document and shard tasks come, and Ray gives them to it.
+    A fresh task worker took 2-3 s to give its first document on 2 cores (issue 12)."""
+    import ray.data  # noqa: F401  the map tasks' own machinery
+
+
 def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate: ValidateConfig,
                        max_document_error_rate: float | None) -> pa.Table:
     """Documents whose pages all have results -> each document's tables committed as one folder."""

@@ -267,10 +267,16 @@ class TerminologyIndex:
 
     @cached_property
     def _vectors(self):
-        """The term vectors for semantic search, None when the index was built without them
-        (the embedding model loads on first use)."""
+        """The term vectors for semantic search, None when the index was built without them."""
         database = self._database
         return database.open_table(VECTORS_TABLE) if VECTORS_TABLE in database.table_names() else None
+
+    @cached_property
+    def _encoder(self):
+        """The query encoder kept beside the index (`prepare_models` exports it before a run)."""
+        from terminology_index.embeddings import QueryEncoder, ensure_query_encoder
+
+        return QueryEncoder(ensure_query_encoder(self.path))
 
     def has_kind(self, kind: str) -> bool:
         """Whether any concept of this entity kind's systems is loaded."""
@@ -524,11 +530,9 @@ class TerminologyIndex:
         a code either search finds keeps the better score (hybrid retrieval)."""
         if self._vectors is None or not normalise_term(text) or not self._has_vectors(index_kinds):
             return  # no vectors of this kind: embedding the text (and loading the model) would find nothing
-        from terminology_index.embeddings import embed
-
         allowed = _sql_list(systems)
         hits = (
-            self._vectors.search(embed([text])[0])
+            self._vectors.search(self._encoder.encode([text])[0])
             .distance_type("cosine")
             .where(f"kind IN ({_sql_list(index_kinds)}) AND system IN ({allowed})", prefilter=True)
             .limit(k * 2)

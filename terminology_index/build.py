@@ -170,6 +170,10 @@ def build_index(sources: IndexSources, output: Path, previous: Path | None = Non
 
     TERM_MAPS.ensure(output)  # the code stage's term maps, built once with the index (the lexicons read them)
     ensure_lexicons(output)  # the extract stage's lexicons and spotter, built once with the index
+    if embedded:
+        from terminology_index.embeddings import ensure_query_encoder
+
+        ensure_query_encoder(output, previous)  # the code actors embed mentions with it
     return record
 
 

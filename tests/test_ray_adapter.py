@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -225,6 +226,23 @@ def test_fused_stages_run_in_one_process_each_set_up_once_with_their_own_timings
     assert {p["text_source"] for p in pages} == {p["document_type_predicted"] for p in pages}  # one process
     assert {p["text_source"].split(":")[1] for p in pages} == {"1"}  # set up once, before its first batch
     assert all([t["stage"] for t in p["timings"]] == ["first", "second"] for p in pages)
+
+
+class _SlowPidProbe(_SetupProbe):
+    def process_page(self, row: dict) -> dict:
+        time.sleep(0.5)
+        return super().process_page(row)
+
+
+def test_fused_stages_widen_to_the_actors_asked_for(local_ray) -> None:
+    # A re-run on stored OCR output asks for one actor per CPU (`light_actors_without_ocr`).
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(12)]
+    blocks = [page_rows_to_table(rows[i:i + 1]) for i in range(12)]
+    dataset = apply_stages(ray.data.from_arrow(blocks), [partial(_SlowPidProbe, "probe", "text_source")], actors=2)
+
+    pids = {p["text_source"].split(":")[0] for p in dataset.take_all()}
+
+    assert len(pids) == 2
 
 
 def test_a_deferred_setup_that_fails_fails_the_run_and_quarantines_no_page(local_ray) -> None:

@@ -56,7 +56,7 @@ class CodeStage(Stage):
     def setup(self) -> None:
         from pipeline.terminology import TerminologyIndex
 
-        # The embedding model loads on the first semantic lookup, if any (4-5 CPU s with torch).
+        # The query encoder loads on the first semantic lookup, if any (about 0.4 s; `QueryEncoder`).
         self.index = TerminologyIndex(Path(self.index_path))
 
     def process_page(self, row: dict[str, Any]) -> dict[str, Any]:
