@@ -35,7 +35,7 @@ def test_document_rules_see_pages_from_different_batches_and_the_queue_is_worst_
         entity("gout-0", "diagnosis", "Gout", 0),
         entity("dose", "medication", "Warfarin 5", 0, attribute="Warfarin", dose_value=5.0, dose_unit="mg",
                confidence=0.5, flags=["low_confidence"], requires_review=True,
-               fields=[FieldScore("dose", "5", 0.5, ["low_confidence"]).__dict__]),
+               fields=[FieldScore("dose", "5", 0.5, ["low_confidence"])]),
     ])]))
     writer.write_batch(page_rows_to_table([page(1, [
         entity("dis", "encounter", "Discharged", 1, attribute="discharge_date", value="2024-03-01"),
