@@ -188,6 +188,11 @@ class ResourcesConfig(_Strict):
     # OCR engines a node builds at once; None: all its OCR actors at once. On 2 cores, two builds
     # side by side (beside render and the light pool's start) each took as long as both (issue 15).
     ocr_engine_builds: int | None = Field(None, ge=1)
+    # Render each page in the OCR actor that reads it, from manifest blocks the driver cuts: no
+    # read or render task worker starts beside the OCR actors. For CPU nodes, where those
+    # workers' start-up delayed the first OCR output; GPU profiles keep render as CPU tasks that
+    # feed the cards (issue 15).
+    render_in_ocr_pool: bool = False
     # Light pool actors on a run with no page to OCR (a re-run on stored OCR output): the pool
     # then has the cores to itself; None: one per CPU of the cluster (issue 12).
     light_actors_without_ocr: int | None = Field(None, ge=1)

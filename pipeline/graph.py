@@ -6,16 +6,17 @@ from functools import partial
 from typing import Callable, Mapping
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray.data
 
-from pipeline.manifest_source import ManifestDatasource
+from pipeline.manifest_source import ManifestDatasource, manifest_blocks
 from pipeline.config import ExtractConfig, MedrecConfig, OcrConfig, PoolConfig, VllmExtractConfig, expand
 from pipeline.llm.engines import OpenAIEngine, VllmEngine, require_local_model, vllm_engine_kwargs, vllm_sampling_kwargs
 from pipeline.llm.parse import MergeSettings
 from pipeline.ocr_models import OcrModelDirs
 from pipeline.placement import GpuLayout, Placement, SlotAssigner, layout_for_plan, reserve
 from pipeline.plan import Plan, llm_spec_for, plan_for_config
-from pipeline.ray_adapter import LedgerClient, apply_stage, apply_stages
+from pipeline.ray_adapter import LedgerClient, StageBefore, apply_stage, apply_stages
 from pipeline.stages.base import Resources, Stage
 from pipeline.stages.classify import ClassifyStage
 from pipeline.stages.code import CodeStage
@@ -226,11 +227,16 @@ def build_store_graph(cfg: MedrecConfig, output: str, fp: Fingerprints, to_ocr: 
         # Blocks of the OCR batch size, each OCR actor's first one of one page: render and OCR
         # take a block as their batch, so OCR's first output waits for one page, not a batch.
         ocr_pool = ocr_steps[-1]().resources
-        pages = ManifestDatasource(to_ocr, rows_per_block=ocr_pool.batch_size, one_page_blocks=ocr_pool.concurrency or 1)
-        dataset = ray.data.read_datasource(pages, num_cpus=cfg.resources.tasks.cpus)
-        for number, factory in enumerate(ocr_steps, 1):
-            dataset = apply_stage(dataset, factory, placed, ledger, then=commit_ocr if number == len(ocr_steps) else None,
-                                  blocks_as_batches=True)
+        blocks = dict(rows_per_block=ocr_pool.batch_size, one_page_blocks=ocr_pool.concurrency or 1)
+        if cfg.resources.render_in_ocr_pool:
+            render, ocr = ocr_steps
+            dataset = apply_stage(ray.data.from_blocks(manifest_blocks(pq.read_table(to_ocr), **blocks)), ocr, placed,
+                                  ledger, then=commit_ocr, before=StageBefore(render, ledger), blocks_as_batches=True)
+        else:
+            dataset = ray.data.read_datasource(ManifestDatasource(to_ocr, **blocks), num_cpus=cfg.resources.tasks.cpus)
+            for number, factory in enumerate(ocr_steps, 1):
+                dataset = apply_stage(dataset, factory, placed, ledger,
+                                      then=commit_ocr if number == len(ocr_steps) else None, blocks_as_batches=True)
         sources.append(dataset)
         if ocr_stored.num_rows:
             sources.append(ray.data.from_blocks([ocr_stored]).map_batches(

@@ -34,6 +34,19 @@ def conform_manifest(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
+def manifest_blocks(table: pa.Table, rows_per_block: int, one_page_blocks: int = 0) -> list[pa.Table]:
+    """The blocks `ManifestDatasource` reads, cut from a manifest already in memory: for a graph
+    that starts without read tasks (`resources.render_in_ocr_pool`)."""
+    table = conform_manifest(table)
+    blocks: list[pa.Table] = []
+    start = 0
+    while start < table.num_rows:
+        length = 1 if len(blocks) < one_page_blocks else min(rows_per_block, table.num_rows - start)
+        blocks.append(table.slice(start, length))
+        start += length
+    return blocks
+
+
 class ManifestDatasource(Datasource):
     """Pages of a manifest in slices of at most `rows_per_block` rows, in manifest order; the
     first `one_page_blocks` slices hold one page each (one for each OCR actor's first batch)."""

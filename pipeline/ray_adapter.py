@@ -161,6 +161,17 @@ class _StageActor:
 Then = Callable[[pa.Table], pa.Table]
 
 
+class StageBefore:
+    """A task stage run as another stage's `before`, in that stage's process on each input batch
+    (render inside the OCR actor: `resources.render_in_ocr_pool`), isolated as in its own task."""
+
+    def __init__(self, factory: Callable[[], Stage], ledger: LedgerClient):
+        self.factory, self.ledger = factory, ledger
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return run_isolated(self.factory(), batch, self.ledger)
+
+
 def _run_stage_task(batch: pa.Table, factory: Callable[[], Stage], ledger: LedgerClient,
                     then: Then | None = None, before: Then | None = None) -> pa.Table:
     batch = run_isolated(factory(), before(batch) if before else batch, ledger)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.manifest_source import ManifestDatasource, conform_manifest
+from pipeline.manifest_source import ManifestDatasource, conform_manifest, manifest_blocks
 
 
 def _manifest(n: int, with_hints: bool) -> pa.Table:
@@ -42,6 +42,14 @@ def test_the_first_blocks_hold_one_page_each_then_full_blocks_follow_in_order(tm
     assert [b.num_rows for b in blocks] == [1, 1, 2, 1, 2, 2, 1, 2]
     assert [t.metadata.num_rows for t in source.get_read_tasks(1)] == [b.num_rows for b in blocks]
     assert pa.concat_tables(blocks).column("source_uri").to_pylist() == [f"/x/{i}" for i in range(12)]
+
+
+def test_blocks_cut_in_memory_follow_the_same_plan_and_schema():
+    blocks = manifest_blocks(_manifest(7, False), rows_per_block=3, one_page_blocks=2)
+
+    assert [b.num_rows for b in blocks] == [1, 1, 3, 2]
+    assert pa.concat_tables(blocks).column("source_uri").to_pylist() == [f"/x/{i}" for i in range(7)]
+    assert blocks[0].schema.names[-2:] == ["mrn", "document_type"]  # conformed, as the datasource reads
 
 
 def test_a_manifest_without_required_columns_is_refused():
