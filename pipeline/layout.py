@@ -266,17 +266,31 @@ def reading_order(lines: list[OcrLine]) -> list[Row]:
                 continue
         stretches.append(([row], gaps))
     ordered: list[Row] = []
-    for stretch_rows, gaps in stretches:
+    for n, (stretch_rows, gaps) in enumerate(stretches):
         gutter = _column_gutter(stretch_rows, gaps, right - left)
         if gutter is None:
             ordered.extend(stretch_rows)
             continue
-        for side in (0, 1):
-            for row in stretch_rows:
-                kept = [l for l in row.lines if (l.bbox[0] >= gutter[1]) == bool(side)]
-                if kept:
-                    ordered.append(Row(kept))
+        sides = [[Row(kept) for row in stretch_rows if (kept := [l for l in row.lines if (l.bbox[0] >= gutter[1]) == bool(side)])]
+                 for side in (0, 1)]
+        following = stretches[n + 1][0][0] if n + 1 < len(stretches) else None
+        if following is not None and _runs_on_into(sides[0], sides[1], following):
+            sides.reverse()
+        ordered.extend(sides[0] + sides[1])
     return ordered
+
+
+def _runs_on_into(left: list[Row], right: list[Row], following: Row) -> bool:
+    """Whether the left column goes on past the right one's end into the row after the
+    stretch, spaced as its own lines are: a form's header grid beside the top of a list that
+    then widens. The right column is then read first, so what follows reads on from the left
+    column's last heading, not from a heading of the short right column."""
+    left_bottom, right_bottom = left[-1].bbox[3], right[-1].bbox[3]
+    if right_bottom >= left[-1].bbox[1] or following.bbox[0] >= right[0].bbox[0]:
+        return False
+    spacings = [b.bbox[1] - a.bbox[3] for a, b in zip(left, left[1:])]
+    line_height = median(row.bbox[3] - row.bbox[1] for row in left)
+    return following.bbox[1] - left_bottom <= max(median(spacings), 0.0) + 0.5 * line_height
 
 
 def blocks(rows: list[Row]) -> list[Block]:

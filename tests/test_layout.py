@@ -88,6 +88,39 @@ def test_two_columns_read_left_column_then_right_then_the_full_width_footer() ->
                      "Electronically signed by the attending physician after the visit of 03/02/2024."]
 
 
+def header_grid_over_a_widening_list() -> list[OcrLine]:
+    """A form's header: clinic and fields at the left, a title and fields at the right; under the
+    left side a list that starts narrow and then widens towards the right column's edge."""
+    lines = [ocr_line(0, "LAKESIDE CLINIC", 100, 100), ocr_line(1, "REFERRAL FORM FOR SPECIALISTS", 700, 100),
+             ocr_line(2, "NAME: Ada Brook, 12 Harbour Road, Lakeside", 100, 128), ocr_line(3, "CLINICIAN: Dr Vale", 700, 128),
+             ocr_line(4, "INTOLERANCES", 100, 170)]
+    items = ["- Latex", "- Ragweed", "- Penicillin / reaction: hives and swelling of the lips (severe)", "- Dust"]
+    for n, text in enumerate(items):
+        lines.append(ocr_line(5 + n, text, 120, 194 + 24 * n))
+    return lines
+
+
+def test_a_list_that_runs_on_past_a_short_right_column_is_read_after_it() -> None:
+    # The wide item crosses the gutter's whitespace, so reading order starts a new stretch at
+    # it; the right column ended rows above, so what follows continues the left one.
+    order = [row.text for row in reading_order(header_grid_over_a_widening_list())]
+
+    assert order == ["REFERRAL FORM FOR SPECIALISTS", "CLINICIAN: Dr Vale", "LAKESIDE CLINIC",
+                     "NAME: Ada Brook, 12 Harbour Road, Lakeside", "INTOLERANCES",
+                     "- Latex", "- Ragweed", "- Penicillin / reaction: hives and swelling of the lips (severe)",
+                     "- Dust"]
+
+
+def test_a_row_set_apart_below_the_columns_keeps_left_then_right() -> None:
+    lines = header_grid_over_a_widening_list()
+    lines[-2:] = [ocr_line(7, "Notes continue here across the whole width of the printed page, past both columns", 100, 330)]
+
+    order = [row.text for row in reading_order(lines)]
+
+    assert order[:2] == ["LAKESIDE CLINIC", "NAME: Ada Brook, 12 Harbour Road, Lakeside"]
+    assert order[-1] == "Notes continue here across the whole width of the printed page, past both columns"
+
+
 def test_row_by_row_grouping_would_join_the_columns() -> None:
     # The failure reading order prevents: each printed row mixes a diagnosis and a drug.
     assert "1. Essential hypertension  - Metformin 500 mg PO BID" in [row.text for row in group_rows(two_column_page())]

@@ -15,6 +15,10 @@ _ALLERGY = re.compile(r"^(?P<substance>[A-Za-z][A-Za-z -]*?)\s*(?:[:(-]\s*(?P<re
 _NONE_KNOWN = ("nkda", "nka", "none", "no known allergies", "no known drug allergies", "no known allergy")
 _MAX_SUBSTANCE_WORDS = 5
 _REACTION_LABEL = re.compile(r"\s*[/,;-]?\s*\breactions?\s*:\s*", re.I)
+_LABELLED_SUBSTANCE = re.compile(r"^[A-Za-z][A-Za-z ,()-]*$")
+# A reaction written after a colon or a spaced dash may hold commas ("Penicillin - hives,
+# severe"): the list is then split at semicolons only.
+_REACTION_SEPARATOR = re.compile(r":|\s[-\u2013]\s")
 # Words of a letter's closing or a signature line that can follow a list with no heading between.
 _NOT_A_SUBSTANCE = re.compile(r"\b(?:regards|sincerely|thanks?|thank you|yours|signed|dictated|electronically|"
                               r"reviewed|page)\b")
@@ -39,18 +43,27 @@ class AllergyReader:
         return [entity for part in _parts(ctx.text) if (entity := self._allergy(part, ctx))]
 
     def _allergy(self, item: str, ctx: ReadContext) -> Entity | None:
-        item = _REACTION_LABEL.sub(": ", item)  # "Shellfish / reaction: cough" -> "Shellfish: cough"
         severity = _SEVERITY.search(item)
         cleaned = _SEVERITY.sub("", item).replace("()", "").strip(" ,;-") if severity else item
-        match = _ALLERGY.match(cleaned)
-        if not match or len(match.group("substance").split()) > _MAX_SUBSTANCE_WORDS:
+        labelled = _REACTION_LABEL.split(cleaned, maxsplit=1)
+        if len(labelled) == 2:
+            # "Eggs (edible) / reaction: angioedema": the label says where the substance ends, so
+            # the substance may keep a qualifier in brackets.
+            substance, reaction = labelled[0].strip(" ,;-"), labelled[1]
+            if not _LABELLED_SUBSTANCE.match(substance):
+                return None
+        elif match := _ALLERGY.match(cleaned):
+            substance, reaction = match.group("substance"), match.group("reaction")
+        else:
             return None
-        substance = normalise_term(match.group("substance"))
-        known = substance in self.lexicons.medications or substance in NON_DRUG_ALLERGENS
-        if not known and _NOT_A_SUBSTANCE.search(substance):
+        if len(substance.split()) > _MAX_SUBSTANCE_WORDS:
             return None
-        entity = new_entity("allergy", match.group("substance").strip(), ctx, "present")
-        entity.value = (match.group("reaction") or "").strip(" ,-") or None
+        name = normalise_term(substance)
+        known = name in self.lexicons.medications or name in NON_DRUG_ALLERGENS
+        if not known and _NOT_A_SUBSTANCE.search(name):
+            return None
+        entity = new_entity("allergy", substance.strip(), ctx, "present")
+        entity.value = (reaction or "").strip(" ,-()") or None
         entity.severity = severity.group(1).lower().replace("life threatening", "severe").replace(
             "life-threatening", "severe") if severity else None
         score_field(entity, "substance", entity.text, STRENGTH["exact_list_item" if known else "unknown_list_item"])
@@ -63,8 +76,9 @@ class AllergyReader:
 
 def _parts(text: str) -> list[str]:
     """Items of an inline allergy list, split at ';' (and at ',' where no item names its
-    reaction: "Penicillin - hives, severe" is one item) outside parentheses."""
-    separators = ";," if not re.search(r"[:(-]", text) else ";"
+    reaction after a colon or dash: "Penicillin - hives, severe" is one item) outside
+    parentheses, so "Eggs (edible), soy" is two."""
+    separators = ";," if not _REACTION_SEPARATOR.search(text) else ";"
     parts, depth, current = [], 0, []
     for char in text:
         depth += (char == "(") - (char == ")")
