@@ -132,6 +132,10 @@ class LexiconExtractor:
         # The rows of the item being read: a narrative paragraph, or a list item wrapped over
         # several rows; each with its text (a heading's row only with what follows the colon).
         pending: list[tuple[Row, str]] = []
+        # Where a lead-in's list items start: right of the lead-in's own left edge. Scans lose
+        # small bullets, so an item indented past the lead-in is still an item without one.
+        item_indent: float | None = None
+        list_right = 0.0  # the list's widest row so far: where a wrapped item's line would end
 
         def read_pending() -> None:
             if pending:
@@ -147,6 +151,7 @@ class LexiconExtractor:
                 # above it: it is no item of that list. Its fields are still read.
                 read_pending()
                 section, role = heading = ("", "preamble")
+                item_indent = None
                 pending.append((row, text))
                 read_pending()
                 continue
@@ -155,6 +160,7 @@ class LexiconExtractor:
                 read_pending()
                 (section, role), text = header
                 heading = (section, role)
+                item_indent = None
                 if text:
                     pending.append((row, text))
                 continue
@@ -162,11 +168,19 @@ class LexiconExtractor:
                 # "The following procedures were conducted:" opens a list of that kind.
                 read_pending()
                 section, role = lead
+                item_indent = row.bbox[0] + (row.bbox[2] - row.bbox[0]) / max(len(text), 1)
+                list_right = row.bbox[2]
                 continue
             bullet = BULLET.match(text)
-            if not bullet and (section, role) != heading and section.startswith(_LIST_OF):
+            indented = item_indent is not None and row.bbox[0] > item_indent
+            if not bullet and not indented and (section, role) != heading and section.startswith(_LIST_OF):
                 read_pending()
-                section, role = heading  # the lead-in's list ended with the first unbulleted row
+                section, role = heading  # the lead-in's list ended with the first row back at its margin
+                item_indent = None
+            if indented:
+                list_right = max(list_right, row.bbox[2])
+                if not bullet and pending and _would_have_fitted(pending[-1][0], text, list_right):
+                    bullet = True  # the row above ended short: this row is an item whose bullet was lost
             if pending and not bullet and (role in NARRATIVE_ROLES or (role in _WRAPPING_ROLES and text[:1].islower())):
                 pending.append((row, text))  # the paragraph, or the wrapped list item, goes on
                 continue
@@ -251,6 +265,14 @@ _LEAD_IN_KINDS = (
     ("diagnoses", re.compile(r"\b(?:diagnos[ie]s|problems?|conditions?)\b", re.I)),
     ("allergies", re.compile(r"\ballerg\w+", re.I)),
 )
+
+
+def _would_have_fitted(above: Row, text: str, right_edge: float) -> bool:
+    """Whether the first word of `text` would have fitted at the end of the row above, which
+    then ended short by choice (a new item), not where the line was full (a wrapped item)."""
+    char_width = (above.bbox[2] - above.bbox[0]) / max(len(above.text), 1)
+    first_word = len(text.split()[0]) if text.split() else 0
+    return above.bbox[2] + (first_word + 1) * char_width <= right_edge
 
 
 def _item(text: str) -> str:

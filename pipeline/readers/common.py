@@ -15,6 +15,14 @@ BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
 # Words before a listed item that change what it asserts ("h/o stroke", "r/o PE").
 LEADING_TRIGGER = re.compile(r"^(?P<trigger>(?:history of|hx of|h/o|s/p|status post|no|denies|rule out|r/o|possible|"
                              r"suspected|probable|family history of|planned|scheduled for)\s+)", re.I)
+# SNOMED CT semantic tags ("Stress (finding)"): the hierarchy a term belongs to, not part of
+# its name. The tags are SNOMED CT's own (SNOMED CT Editorial Guide, "Semantic Tags").
+SEMANTIC_TAG = re.compile(
+    r"\s*\((?:disorder|finding|procedure|situation|observable entity|qualifier value|morphologic abnormality|"
+    r"regime/therapy|event|body structure|substance|product|medicinal product|clinical drug|person|"
+    r"environment|physical object|record artifact|specimen|navigational concept|social concept|"
+    r"assessment scale|tumor staging|attribute|occupation|ethnic group|life style|religion/philosophy|"
+    r"physical force|organism|cell|cell structure|geographic location|racial group)\)", re.I)
 
 # Strength of each kind of evidence: how much a field read this way is worth before OCR
 # confidence, coding and cross-checks (pipeline.confidence) adjust it.

@@ -6,7 +6,8 @@ import re
 from dataclasses import replace
 
 from pipeline.assertion import assertion_of, relationship_of
-from pipeline.readers.common import LEADING_TRIGGER, STRENGTH, Lexicons, ReadContext, new_entity, score_field
+from pipeline.readers.common import (LEADING_TRIGGER, SEMANTIC_TAG, STRENGTH, Lexicons, ReadContext, new_entity,
+                                     score_field)
 from pipeline.records import CodeCandidate, Entity
 from pipeline.spotter import SPOTTED, Mention
 from pipeline.terminology import normalise_term
@@ -24,14 +25,6 @@ _ITEM_SEPARATOR = re.compile(r",\s*(?:and\s+|or\s+)?|;\s*|\s+(?:and|or)\s+")
 # Words that end a list item and start a clause about it ("pain that started ...").
 _ITEM_END = re.compile(r"\s+(?:that|which|who|since|starting|beginning|for the past|over the past)\b.*$", re.I)
 _LEADING_ARTICLE = re.compile(r"^(?:a|an|the|some|mild|new)\s+", re.I)
-# SNOMED CT semantic tags ("Stress (finding)"): the hierarchy a term belongs to, not part of
-# its name. The tags are SNOMED CT's own (SNOMED CT Editorial Guide, "Semantic Tags").
-SEMANTIC_TAG = re.compile(
-    r"\s*\((?:disorder|finding|procedure|situation|observable entity|qualifier value|morphologic abnormality|"
-    r"regime/therapy|event|body structure|substance|product|medicinal product|clinical drug|person|"
-    r"environment|physical object|record artifact|specimen|navigational concept|social concept|"
-    r"assessment scale|tumor staging|attribute|occupation|ethnic group|life style|religion/philosophy|"
-    r"physical force|organism|cell|cell structure|geographic location|racial group)\)", re.I)
 MAX_ITEM_WORDS = 10
 # An item that says the list is empty ("None", "None documented", "No active problems").
 _NOTHING_LISTED = re.compile(r"^(?:none|nil|n/?a|no (?:active |known |current )?(?:problems?|diagnos[ie]s|conditions?))"
