@@ -36,6 +36,10 @@ _DOSE_FORM_WORDS = (
 )
 _PRODUCT_TAIL = re.compile(
     r"(?:\s*(?:/\s*)?(?:" + "|".join(re.escape(w) for w in _DOSE_FORM_WORDS) + r")\b)*(?:\s*\[[^\]]+\])?", re.I)
+# "name [N day|N count] dose-form words": the whole item, a name of at most four words before it.
+_FORM_ONLY = re.compile(
+    r"^(?P<name>[A-Za-z][A-Za-z0-9.'-]*(?:\s+[A-Za-z][A-Za-z0-9.'-]*){0,3})\s+(?:\d+\s*(?:day|count|dose)\s+)?"
+    r"(?P<form>(?:(?:" + "|".join(re.escape(w) for w in _DOSE_FORM_WORDS) + r")\b\s*)+)$", re.I)
 # Dose forms that say the route when the instruction does not (FHIR route from the product).
 _ROUTE_OF_FORM = (("oral", "PO"), ("tablet", "PO"), ("capsule", "PO"), ("tab", "PO"), ("inhal", "INH"),
                   ("transdermal", "TD"), ("topical", "TOP"), ("cream", "TOP"), ("ointment", "TOP"),
@@ -86,6 +90,16 @@ def read_product(item: str) -> Product | None:
     return Product(description, name.strip(" /"), float(first.group("dose")), unit, form, text[end:].strip(" ,;-"))
 
 
+def read_form_only(item: str) -> Product | None:
+    """A list item that names a product by its dose form alone, with no strength: a pack or
+    kit ("Brandname 28 day pack", RxNorm's pack names), a device or an inhaler."""
+    match = _FORM_ONLY.match(item.strip())
+    if not match:
+        return None
+    name, form = match.group("name").strip(), match.group("form").strip().lower()
+    return Product(" ".join(item.split()), name, None, None, form, "")
+
+
 class MedicationReader:
     """In a medication list every line with a strength or naming a known drug; elsewhere a line
     that reads as a product (known drug with a strength, or a strength followed by a dose form)."""
@@ -122,7 +136,7 @@ class MedicationReader:
         return found
 
     def _medication(self, item: str, ctx: ReadContext, strict: bool) -> Entity | None:
-        product = read_product(item)
+        product = read_product(item) or (None if strict else read_form_only(item))
         drug = longest_known_prefix(product.name if product else item, self.lexicons.medications)
         if product is None:
             return None if strict or drug is None else self._named_only(item, drug, ctx)
@@ -137,7 +151,8 @@ class MedicationReader:
         known = drug is not None
         score_field(entity, "name", product.name or product.description,
                     STRENGTH["pattern"] if known else STRENGTH["unknown_list_item"])
-        score_field(entity, "dose", f"{product.dose:g} {product.unit}", STRENGTH["pattern"])
+        if product.dose is not None:
+            score_field(entity, "dose", f"{product.dose:g} {product.unit}", STRENGTH["pattern"])
         apply_sig(entity, product.instructions)
         if entity.route is None and product.form:
             entity.route = next((route for word, route in _ROUTE_OF_FORM if word in product.form), None)

@@ -64,3 +64,22 @@ def test_outside_a_list_only_a_product_or_a_known_drug_with_a_dose_is_a_medicati
                    "Works 40 hours a week.")
 
     assert [m.text for m in of_kind(read(lines), "medication")] == ["Metformin 500 mg"]
+
+
+def test_a_pack_or_device_named_without_a_strength_is_a_medication_of_the_list(read) -> None:
+    lines = column("MEDICATIONS", "metoprolol 25 mg oral tablet; Ortholine 21 day pack", "- Nicotine patch",
+                   "- Spacer device", "- Tiotropium inhaler")
+
+    meds = of_kind(read(lines), "medication")
+
+    assert [(m.text, m.attribute, m.value, m.dose_value) for m in meds] == [
+        ("metoprolol 25 mg oral tablet", "metoprolol", "oral tablet", 25.0),
+        ("Ortholine 21 day pack", "Ortholine", "pack", None), ("Nicotine patch", "Nicotine", "patch", None),
+        ("Spacer device", "Spacer", "device", None), ("Tiotropium inhaler", "Tiotropium", "inhaler", None)]
+    assert meds[-1].route == "INH"  # the dose form gives the route none was written for
+
+
+def test_outside_a_medication_list_a_form_without_a_strength_is_no_medication(read) -> None:
+    lines = column("HISTORY OF PRESENT ILLNESS", "She brought her nicotine patch and a spacer device.")
+
+    assert of_kind(read(lines), "medication") == []
