@@ -164,7 +164,7 @@ class LexiconExtractor:
                 if text:
                     pending.append((row, text))
                 continue
-            if (lead := _lead_in(text)) is not None:
+            if (lead := _lead_in(_last_sentence(pending, text))) is not None:
                 # "The following procedures were conducted:" opens a list of that kind.
                 read_pending()
                 section, role = lead
@@ -265,6 +265,15 @@ _LEAD_IN_KINDS = (
     ("diagnoses", re.compile(r"\b(?:diagnos[ie]s|problems?|conditions?)\b", re.I)),
     ("allergies", re.compile(r"\ballerg\w+", re.I)),
 )
+
+
+def _last_sentence(pending: list[tuple[Row, str]], text: str) -> str:
+    """The sentence a row ends, with its start on the rows above when the row goes on from
+    them ("... The following procedures" / "were conducted:")."""
+    if not pending or not text.endswith(":") or BULLET.match(text):
+        return text
+    joined = " ".join([t for _, t in pending] + [text])
+    return re.split(r"(?<=[.!?])\s+", joined)[-1]
 
 
 def _would_have_fitted(above: Row, text: str, right_edge: float) -> bool:

@@ -38,3 +38,10 @@ def test_an_indented_item_wrapped_at_the_margin_stays_one_item(read) -> None:
 
     assert [p.text for p in of_kind(read(lines), "procedure")] == [
         "counselling on the use of the inhaler spacer device and peak flow meter at home", "spirometry"]
+
+
+def test_a_lead_in_sentence_wrapped_over_two_rows_still_opens_its_list(read) -> None:
+    lines = column("PLAN", "Reviewed her diary with her. Then these procedures", "were carried out:",
+                   "- Ear irrigation (procedure)", "- Wound dressing")
+
+    assert [p.text for p in of_kind(read(lines), "procedure")] == ["Ear irrigation", "Wound dressing"]
