@@ -12,6 +12,7 @@ through the attempts ledger and quarantined, while Ray's own retries restart the
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any, Callable, Mapping
@@ -137,10 +138,15 @@ class _StageActor:
         open_cards()
 
     def _setup(self) -> None:
+        if all(stage._ready for stage in self.stages):
+            return
         for stage in self.stages:
             if not stage._ready:
                 stage.setup()
                 stage._ready = True
+        # What setup loaded (lexicons, term maps: millions of objects) lives as long as the actor:
+        # frozen, no later collection walks it again (refcounting still frees what is dropped).
+        gc.freeze()
         if self.nice:
             os.nice(self.nice)  # once set up, the pool yields the CPU to the bottleneck (OCR)
             self.nice = 0

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,6 +47,9 @@ from pipeline.store import (
 from pipeline.store_writes import OUTPUT_TABLES, finalize_documents, merge_timing, write_shard
 from pipeline.tables import StageTiming
 from terminology_index.build import ensure_index
+
+if TYPE_CHECKING:
+    import ray.data
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +261,6 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     setup_seconds = processing_started - started
     totals = StoreTotals(PageTotals(), [])
     progress = _Progress(pages.extract.total_pages, cfg.writer.progress)
-    assembly_tasks = dict(batch_format="pyarrow", num_cpus=cfg.resources.tasks.assembly_cpus)
     to_ocr_path = output / LEDGER / "run-to-ocr.parquet"  # the read tasks' input, removed after the graph
     if pages.extract.total_pages:
         to_ocr = None
@@ -289,10 +292,11 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     documents_started = time.perf_counter()
     if documents.to_finalize:
         init_ray(cfg)
-        finalized = ray.data.from_items(documents.to_finalize).map_batches(
-            finalize_documents, batch_size=documents_per_task(len(documents.to_finalize), cfg.resources.tasks),
+        finalized = assembly_step(
+            documents.to_finalize, finalize_documents, cfg.resources.tasks,
+            batch_size=documents_per_task(len(documents.to_finalize), cfg.resources.tasks),
             fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
-                       "max_document_error_rate": cfg.faults.max_document_error_rate}, **assembly_tasks)
+                       "max_document_error_rate": cfg.faults.max_document_error_rate})
         _consume(finalized, lambda rows: failpoint("driver_documents"))
         documents = plan_documents(manifest, read_ledger(output), fp)
     if documents.to_finalize or documents.waiting:
@@ -310,12 +314,11 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         # The manifest goes first: while shards are rewritten no manifest lists files that may change.
         (output / "fhir" / "manifest.json").unlink(missing_ok=True)
         init_ray(cfg)
-        written = ray.data.from_items(stale).map_batches(
-            write_shard, batch_size=1, fn_kwargs={"output": str(output), "pipeline_version": version,
-                                                  "terminology_version": index_version,
-                                                  "recorded": cfg.writer.fhir_recorded,
-                                                  "max_document_error_rate": cfg.faults.max_document_error_rate},
-            **assembly_tasks)
+        written = assembly_step(
+            stale, write_shard, cfg.resources.tasks, batch_size=1,
+            fn_kwargs={"output": str(output), "pipeline_version": version, "terminology_version": index_version,
+                       "recorded": cfg.writer.fhir_recorded,
+                       "max_document_error_rate": cfg.faults.max_document_error_rate})
 
         def shards_written(rows: list[dict]) -> None:
             for row in rows:
@@ -363,6 +366,21 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     }, indent=1), output / LEDGER / "last_run.json")
     compact_ledger(output)
     return report
+
+
+def assembly_step(items: list[dict], fn: Callable[..., pa.Table], tasks: TaskConfig, batch_size: int,
+                  fn_kwargs: dict) -> ray.data.Dataset:
+    """A step after the graph (document rules, patient shards): `fn` over `items` in Ray tasks of
+    `tasks.assembly_cpus` each, all the cluster fits at once."""
+    import ray.data
+
+    dataset = ray.data.from_items(items).map_batches(fn, batch_size=batch_size, fn_kwargs=fn_kwargs,
+                                                     batch_format="pyarrow", num_cpus=tasks.assembly_cpus)
+    # Ray Data reserves a share of the cluster per operator so a graph's operators cannot starve
+    # each other; this step is one operator, and on 2 CPUs the reservation let its second task
+    # start only after about 1 s (issue 12).
+    dataset.context.op_resource_reservation_enabled = False
+    return dataset
 
 
 def assembly_slots(tasks: TaskConfig) -> int:

@@ -7,6 +7,7 @@ them by the fractional GPU they request, as on a real GPU node.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -284,3 +285,23 @@ def test_a_niced_pool_sets_up_at_full_priority_and_yields_after(local_ray, defer
     niceness = {tuple(int(n) for n in page["text_source"].split(":")) for page in dataset.take_all()}
     (setup_nice, page_nice), = niceness
     assert page_nice == min(setup_nice + 2, 19)
+
+
+class _FreezeProbe(Stage):
+    """Writes into `text_source` how many objects the collector holds frozen when a page runs."""
+
+    name = "freeze_probe"
+
+    def __init__(self):
+        super().__init__(Resources(num_cpus=0.2, batch_size=1, concurrency=1, memory_mb=64))
+
+    def process_page(self, row: dict) -> dict:
+        return {**row, "text_source": str(gc.get_freeze_count())}
+
+
+def test_an_actor_freezes_what_its_setup_loaded_once_not_on_every_batch(local_ray) -> None:
+    rows = [page_row(i, image=None, text_source="ocr") for i in range(3)]
+    pages = apply_stages(ray.data.from_arrow(page_rows_to_table(rows)), [_FreezeProbe]).take_all()
+
+    frozen = {int(page["text_source"]) for page in pages}
+    assert len(frozen) == 1 and frozen.pop() > 0  # batches after the first froze nothing more

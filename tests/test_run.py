@@ -1,14 +1,17 @@
-"""The local Ray that `medrec run` starts: task workers survive the pauses between render tasks."""
+"""The local Ray that `medrec run` starts: task workers survive the pauses between render tasks, and
+the steps after the graph run their tasks side by side."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+import pyarrow as pa
 import ray
 
-from pipeline.config import load_config
-from pipeline.run import init_ray
+from pipeline.config import TaskConfig, load_config
+from pipeline.run import assembly_step, init_ray
 
 
 @ray.remote(num_cpus=0.5)
@@ -32,3 +35,22 @@ def test_a_task_worker_idle_beside_more_actors_than_cpus_is_reused_not_restarted
         assert ray.get(_worker_pid.remote()) == first
     finally:
         ray.shutdown()
+
+
+def _hold_a_second(batch: pa.Table) -> pa.Table:
+    started = time.time()
+    time.sleep(1.0)
+    return pa.table({"started": [started] * batch.num_rows, "ended": [time.time()] * batch.num_rows})
+
+
+def test_an_assembly_step_runs_as_many_tasks_at_once_as_the_cluster_has_cpus() -> None:
+    init_ray(load_config(["resources.num_cpus=2"]))
+    try:
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+        step = assembly_step([{"shard": 0}, {"shard": 1}], _hold_a_second, TaskConfig(assembly_cpus=1.0),
+                             batch_size=1, fn_kwargs={})
+        first, second = sorted(step.take_all(), key=lambda row: row["started"])
+    finally:
+        ray.shutdown()
+    # Ray Data's per-operator reservation started the second one-CPU task after the first ended.
+    assert second["started"] < first["ended"]
