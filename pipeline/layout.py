@@ -288,7 +288,8 @@ def _runs_on_into(left: list[Row], right: list[Row], following: Row) -> bool:
     left_bottom, right_bottom = left[-1].bbox[3], right[-1].bbox[3]
     if right_bottom >= left[-1].bbox[1] or following.bbox[0] >= right[0].bbox[0]:
         return False
-    spacings = [b.bbox[1] - a.bbox[3] for a, b in zip(left, left[1:])]
+    # A left column of one row (two lines side by side) has no spacing of its own to go by.
+    spacings = [b.bbox[1] - a.bbox[3] for a, b in zip(left, left[1:])] or [0.0]
     line_height = median(row.bbox[3] - row.bbox[1] for row in left)
     return following.bbox[1] - left_bottom <= max(median(spacings), 0.0) + 0.5 * line_height
 

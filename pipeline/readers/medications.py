@@ -34,12 +34,12 @@ _DOSE_FORM_WORDS = (
     "device", "lozenge", "troche", "sublingual", "buccal", "pack", "kit", "granules", "packet", "enema", "liquid",
     "mouthwash", "paste", "pellet", "wafer", "strip", "gum", "medicated", "pad", "swab", "for", "reconstitution",
 )
-_PRODUCT_TAIL = re.compile(
-    r"(?:\s*(?:/\s*)?(?:" + "|".join(re.escape(w) for w in _DOSE_FORM_WORDS) + r")\b)*(?:\s*\[[^\]]+\])?", re.I)
+_DOSE_FORM = "(?:" + "|".join(re.escape(w) for w in _DOSE_FORM_WORDS) + ")"
+_PRODUCT_TAIL = re.compile(rf"(?:\s*(?:/\s*)?{_DOSE_FORM}\b)*(?:\s*\[[^\]]+\])?", re.I)
 # "name [N day|N count] dose-form words": the whole item, a name of at most four words before it.
 _FORM_ONLY = re.compile(
     r"^(?P<name>[A-Za-z][A-Za-z0-9.'-]*(?:\s+[A-Za-z][A-Za-z0-9.'-]*){0,3})\s+(?:\d+\s*(?:day|count|dose)\s+)?"
-    r"(?P<form>(?:(?:" + "|".join(re.escape(w) for w in _DOSE_FORM_WORDS) + r")\b\s*)+)$", re.I)
+    rf"(?P<form>(?:{_DOSE_FORM}\b\s*)+)$", re.I)
 # Dose forms that say the route when the instruction does not (FHIR route from the product).
 _ROUTE_OF_FORM = (("oral", "PO"), ("tablet", "PO"), ("capsule", "PO"), ("tab", "PO"), ("inhal", "INH"),
                   ("transdermal", "TD"), ("topical", "TOP"), ("cream", "TOP"), ("ointment", "TOP"),
