@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,9 +47,6 @@ from pipeline.store import (
 from pipeline.store_writes import OUTPUT_TABLES, finalize_documents, merge_timing, write_shard
 from pipeline.tables import StageTiming
 from terminology_index.build import ensure_index
-
-if TYPE_CHECKING:
-    import ray.data
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +153,15 @@ def init_ray(cfg: MedrecConfig) -> None:
         # RAY_ADDRESS (e.g. `auto` on a cluster.yaml head) joins a running cluster, whose nodes
         # declared their own CPUs and GPUs; otherwise a local Ray of our own with this node's
         # CPUs (`address="local"`: never another job's cluster that happens to run on this host).
+        # A local Ray's processes inherit this process's environment (OFFLINE_ENV is set above);
+        # a job runtime_env there would also keep Ray's pre-started workers, which have none,
+        # from taking the run's first actors, so each started a new process (issue 12). A joined
+        # cluster's workers were started by their own nodes: they get the variables from the job.
         joining = bool(os.environ.get("RAY_ADDRESS"))
         ray.init(address=None if joining else "local",
                  num_cpus=None if joining else cfg.resources.num_cpus or os.cpu_count(), include_dashboard=False,
-                 runtime_env={"env_vars": OFFLINE_ENV}, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": OFFLINE_ENV} if joining else None, log_to_driver=False,
+                 configure_logging=False,
                  _system_config=None if joining else LOCAL_RAY_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -292,12 +294,12 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
     documents_started = time.perf_counter()
     if documents.to_finalize:
         init_ray(cfg)
-        finalized = assembly_step(
+        assembly_step(
             documents.to_finalize, finalize_documents, cfg.resources.tasks,
             batch_size=documents_per_task(len(documents.to_finalize), cfg.resources.tasks),
             fn_kwargs={"output": str(output), "fp": fp, "validate": cfg.validate_rules,
-                       "max_document_error_rate": cfg.faults.max_document_error_rate})
-        _consume(finalized, lambda rows: failpoint("driver_documents"))
+                       "max_document_error_rate": cfg.faults.max_document_error_rate},
+            on_rows=lambda rows: failpoint("driver_documents"))
         documents = plan_documents(manifest, read_ledger(output), fp)
     if documents.to_finalize or documents.waiting:
         raise RuntimeError(f"{len(documents.to_finalize) + documents.waiting} documents have no committed result "
@@ -314,18 +316,18 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
         # The manifest goes first: while shards are rewritten no manifest lists files that may change.
         (output / "fhir" / "manifest.json").unlink(missing_ok=True)
         init_ray(cfg)
-        written = assembly_step(
-            stale, write_shard, cfg.resources.tasks, batch_size=1,
-            fn_kwargs={"output": str(output), "pipeline_version": version, "terminology_version": index_version,
-                       "recorded": cfg.writer.fhir_recorded,
-                       "max_document_error_rate": cfg.faults.max_document_error_rate})
 
         def shards_written(rows: list[dict]) -> None:
             for row in rows:
                 records[row["shard"]] = json.loads(row["record"])
             failpoint("driver_shards")
 
-        _consume(written, shards_written)
+        assembly_step(
+            stale, write_shard, cfg.resources.tasks, batch_size=1,
+            fn_kwargs={"output": str(output), "pipeline_version": version, "terminology_version": index_version,
+                       "recorded": cfg.writer.fhir_recorded,
+                       "max_document_error_rate": cfg.faults.max_document_error_rate},
+            on_rows=shards_written)
     _sweep(output, records)
     write_text_atomic(json.dumps({
         "transactionTime": cfg.writer.fhir_recorded,
@@ -369,18 +371,25 @@ def run_pipeline(cfg: MedrecConfig) -> RunReport:
 
 
 def assembly_step(items: list[dict], fn: Callable[..., pa.Table], tasks: TaskConfig, batch_size: int,
-                  fn_kwargs: dict) -> ray.data.Dataset:
-    """A step after the graph (document rules, patient shards): `fn` over `items` in Ray tasks of
-    `tasks.assembly_cpus` each, all the cluster fits at once."""
-    import ray.data
+                  fn_kwargs: dict, on_rows: Callable[[list[dict]], None]) -> None:
+    """A step after the graph (document rules, patient shards): `fn` over `items` in batches of
+    `batch_size`, each a Ray task of `tasks.assembly_cpus`, all the cluster fits at once, spread
+    over the nodes; `on_rows` receives each task's summary rows as it ends.
 
-    dataset = ray.data.from_items(items).map_batches(fn, batch_size=batch_size, fn_kwargs=fn_kwargs,
-                                                     batch_format="pyarrow", num_cpus=tasks.assembly_cpus)
-    # Ray Data reserves a share of the cluster per operator so a graph's operators cannot starve
-    # each other; this step is one operator, and on 2 CPUs the reservation let its second task
-    # start only after about 1 s (issue 12).
-    dataset.context.op_resource_reservation_enabled = False
-    return dataset
+    Plain tasks, not a Ray Data dataset: the step is one map with no stage after it, and each
+    dataset is an execution of its own (planning, its stats and coordinator actors), which cost
+    the terminology re-run about a second per step on 2 cores (issue 12). A task whose worker
+    dies is retried by Ray (`max_retries`), as Ray Data retries a map task; each item commits
+    alone, so a retry redoes at most that task's uncommitted items."""
+    import ray
+
+    remote = ray.remote(num_cpus=tasks.assembly_cpus, scheduling_strategy="SPREAD", max_retries=3)(fn)
+    shared = {name: ray.put(value) for name, value in fn_kwargs.items()}  # sent once, not once a task
+    pending = [remote.remote(pa.Table.from_pylist(items[start:start + batch_size]), **shared)
+               for start in range(0, len(items), batch_size)]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        on_rows(ray.get(done[0]).to_pylist())
 
 
 def assembly_slots(tasks: TaskConfig) -> int:

@@ -1,8 +1,9 @@
 """The writes of a run, done in Ray workers: store commits, documents, and the patient shards.
 
-Each function is a `map_batches` function (Arrow batch in, Arrow batch out) that the run
-composes; none holds more than one batch, one document or one patient shard. The driver
-receives only small summary rows.
+Each function takes an Arrow batch and returns an Arrow batch: the commits run in the graph's
+workers on each batch they produce, the document and shard steps as Ray tasks after the graph
+(`pipeline.run.assembly_step`). None holds more than one batch, one document or one patient
+shard. The driver receives only small summary rows.
 """
 
 from __future__ import annotations
