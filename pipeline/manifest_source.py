@@ -34,17 +34,25 @@ def conform_manifest(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
+def block_slices(group_rows: list[int], rows_per_block: int, one_page_blocks: int = 0) -> list[tuple[int, int, int]]:
+    """(row group, start, length) of each block, in manifest order: a block never spans two row
+    groups (a read task decodes one), and the first `one_page_blocks` blocks hold one page each."""
+    slices: list[tuple[int, int, int]] = []
+    for group, rows in enumerate(group_rows):
+        start = 0
+        while start < rows:
+            length = 1 if len(slices) < one_page_blocks else min(rows_per_block, rows - start)
+            slices.append((group, start, length))
+            start += length
+    return slices
+
+
 def manifest_blocks(table: pa.Table, rows_per_block: int, one_page_blocks: int = 0) -> list[pa.Table]:
     """The blocks `ManifestDatasource` reads, cut from a manifest already in memory: for a graph
     that starts without read tasks (`resources.render_in_ocr_pool`)."""
     table = conform_manifest(table)
-    blocks: list[pa.Table] = []
-    start = 0
-    while start < table.num_rows:
-        length = 1 if len(blocks) < one_page_blocks else min(rows_per_block, table.num_rows - start)
-        blocks.append(table.slice(start, length))
-        start += length
-    return blocks
+    return [table.slice(start, length) for _, start, length in block_slices([table.num_rows], rows_per_block,
+                                                                            one_page_blocks)]
 
 
 class ManifestDatasource(Datasource):
@@ -68,14 +76,10 @@ class ManifestDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
         tasks = []
-        for group, rows in enumerate(self.group_rows):
-            start = 0
-            while start < rows:
-                length = 1 if len(tasks) < self.one_page_blocks else min(self.rows_per_block, rows - start)
-                metadata = BlockMetadata(num_rows=length, size_bytes=length * _ROW_BYTES_ESTIMATE,
-                                         exec_stats=None, input_files=(self.path,))
-                tasks.append(ReadTask(self._reader(group, start, length), metadata, schema=MANIFEST_SCHEMA))
-                start += length
+        for group, start, length in block_slices(self.group_rows, self.rows_per_block, self.one_page_blocks):
+            metadata = BlockMetadata(num_rows=length, size_bytes=length * _ROW_BYTES_ESTIMATE,
+                                     exec_stats=None, input_files=(self.path,))
+            tasks.append(ReadTask(self._reader(group, start, length), metadata, schema=MANIFEST_SCHEMA))
         return tasks
 
     def _reader(self, group: int, start: int, length: int):
