@@ -152,14 +152,30 @@ class PagePlan:
     extract: StageWork
 
 
+# What `why` compares an entry with: the rest of an entry is never read from these maps.
+_WHY_COLUMNS = ["sha256", "ocr_fingerprint", "terminology_version", "extract_fingerprint"]
+
+
+def _of_stage(ledger: pa.Table, stage: str) -> pa.Table:
+    return ledger.filter(pa.compute.equal(ledger.column("stage"), stage))
+
+
+def _locations(ledger: pa.Table, stage: str) -> dict[str, str]:
+    """key -> data location of a stage's committed entries."""
+    entries = _of_stage(ledger, stage)
+    return dict(zip(entries.column("key").to_pylist(), entries.column("location").to_pylist()))
+
+
 def _latest(ledger: pa.Table, stage: str) -> dict[tuple[str, str, int | None], dict[str, Any]]:
-    """The newest entry of a stage for each (facility, document, page) lineage."""
-    latest: dict[tuple[str, str, int | None], dict[str, Any]] = {}
-    for entry in ledger.filter(pa.compute.equal(ledger.column("stage"), stage)).to_pylist():
-        lineage = (entry["facility_id"], entry["document_id"], entry["page_index"])
-        if lineage not in latest or entry["committed_at"] >= latest[lineage]["committed_at"]:
-            latest[lineage] = entry
-    return latest
+    """The newest entry of a stage for each (facility, document, page) lineage, with the
+    columns `why` reads: one per lineage, picked in Arrow, however many runs the ledger holds."""
+    lineage = ["facility_id", "document_id", "page_index"]
+    # Single-threaded, the "last" aggregate follows the table's order: the newest commit.
+    newest = (_of_stage(ledger, stage).sort_by("committed_at").select([*lineage, *_WHY_COLUMNS])
+              .group_by(lineage, use_threads=False).aggregate([(c, "last") for c in _WHY_COLUMNS]))
+    keys = zip(*(newest.column(c).to_pylist() for c in lineage))
+    values = zip(*(newest.column(f"{c}_last").to_pylist() for c in _WHY_COLUMNS))
+    return {key: dict(zip(_WHY_COLUMNS, value)) for key, value in zip(keys, values)}
 
 
 def why(previous: dict[str, Any] | None, row: dict[str, Any], fp: Fingerprints, stage: str) -> str:
@@ -189,9 +205,7 @@ def with_input_shas(manifest: pa.Table) -> pa.Table:
 
 def plan_pages(manifest: pa.Table, ledger: pa.Table, fp: Fingerprints) -> PagePlan:
     """Split the manifest's pages by what is already committed under the current fingerprints."""
-    committed = {stage: dict(zip(ledger.filter(pa.compute.equal(ledger.column("stage"), stage)).column("key").to_pylist(),
-                                 ledger.filter(pa.compute.equal(ledger.column("stage"), stage)).column("location").to_pylist()))
-                 for stage in (OCR, PAGES)}
+    committed = {stage: _locations(ledger, stage) for stage in (OCR, PAGES)}
     last_ocr, last_result = _latest(ledger, OCR), _latest(ledger, PAGES)
     to_ocr, stored, locations, keys = [], [], [], []
     ocr_work, extract_work = StageWork(), StageWork()
@@ -228,11 +242,10 @@ class DocumentPlan:
 
 def plan_documents(manifest: pa.Table, ledger: pa.Table, fp: Fingerprints) -> DocumentPlan:
     """Documents whose every page has a committed result but no committed document result."""
-    entries = ledger.filter(pa.compute.is_in(ledger.column("stage"), pa.array([PAGES, DOCUMENTS]))).to_pylist()
-    results = {e["key"]: e["location"] for e in entries if e["stage"] == PAGES}
-    final = {e["key"]: e for e in entries if e["stage"] == DOCUMENTS}
-    last_final = {(e["facility_id"], e["document_id"]): e for e in sorted(
-        (e for e in entries if e["stage"] == DOCUMENTS), key=lambda e: e["committed_at"])}
+    results = _locations(ledger, PAGES)
+    documents = _of_stage(ledger, DOCUMENTS).sort_by("committed_at").to_pylist()  # oldest first: the last wins below
+    final = {e["key"]: e for e in documents}
+    last_final = {(e["facility_id"], e["document_id"]): e for e in documents}
     pages: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in manifest.to_pylist():
         pages[(row["facility_id"], row["document_id"])].append(row)

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 STORE = "store"
@@ -197,24 +199,39 @@ def _ledger_files(output: Path) -> list[Path]:
                   if not p.name.startswith(".tmp-"))
 
 
+_LEDGER_FILES_A_GROUP = 64
+
+
+def _read_ledger_file(path: Path) -> pa.Table:
+    # ParquetFile reads a small file in half the time of read_table's dataset scan; a file of
+    # another schema (an older store's) is conformed by read_table.
+    table = pq.ParquetFile(path).read()
+    return table if table.schema.equals(LEDGER_SCHEMA) else pq.read_table(path, schema=LEDGER_SCHEMA)
+
+
 def read_ledger(output: Path) -> pa.Table:
-    """Every committed entry whose data is still present, one per (stage, key): the first committed."""
+    """Every committed entry whose data is still present, one per (stage, key): the first committed.
+
+    Deduplicated in Arrow: the driver reads the whole ledger at every plan, so a Python object
+    per entry would make its memory grow with the archive (issue 12)."""
     files = _ledger_files(output)
     if not files:
         return LEDGER_SCHEMA.empty_table()
-    table = pa.concat_tables([pq.read_table(f, schema=LEDGER_SCHEMA) for f in files])
+    # Thousands of entry files of a few rows each after a run: read a group at a time and
+    # combined, since a table of thousands of tiny chunks holds buffers for each (at 10N pages,
+    # reading 6,635 files at once raised the driver's peak by 220 MiB, in groups by 22 MiB).
+    table = pa.concat_tables([
+        pa.concat_tables([_read_ledger_file(f) for f in files[start:start + _LEDGER_FILES_A_GROUP]]).combine_chunks()
+        for start in range(0, len(files), _LEDGER_FILES_A_GROUP)])
     table = table.sort_by([("committed_at", "ascending"), ("location", "ascending")])
-    seen: set[tuple[str, str]] = set()
-    present: dict[str, bool] = {}  # a batch's entries share one data file: one stat each
-    keep = []
-    for index, (stage, key, location) in enumerate(zip(*(table.column(c).to_pylist()
-                                                           for c in ("stage", "key", "location")))):
-        if location not in present:
-            present[location] = (output / location).exists()
-        if (stage, key) not in seen and present[location]:
-            seen.add((stage, key))
-            keep.append(index)
-    return table.take(keep)
+    # A batch's entries share one data file: one stat per location.
+    locations = table.column("location").unique().to_pylist()
+    root = str(output)  # os.path, not a Path per location: thousands of them after a run
+    present = pa.array([loc for loc in locations if os.path.exists(os.path.join(root, loc))], pa.string())
+    table = table.filter(pc.is_in(table.column("location"), value_set=present))
+    first = (table.append_column("row", pa.array(np.arange(table.num_rows)))
+             .group_by(["stage", "key"]).aggregate([("row", "min")]).column("row_min"))
+    return table.take(pc.take(first, pc.sort_indices(first)))  # in commit order, as sorted above
 
 
 def compact_ledger(output: Path) -> None:

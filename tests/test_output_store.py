@@ -77,6 +77,18 @@ def test_ledger_keeps_the_first_commit_of_a_key_and_drops_entries_whose_data_is_
     assert read_ledger(tmp_path).num_rows == 1  # the retried batch's file still holds one page
 
 
+def test_a_ledger_of_more_entry_files_than_one_read_group_reads_each_entry_once_in_commit_order(tmp_path):
+    rows = _manifest({"d1": ("s1", 150)}).to_pylist()
+    for row in rows:  # one file a page, as batches of one page commit
+        _commit(tmp_path, OCR, [row], FP)
+    _commit(tmp_path, OCR, rows[:3], FP)  # retried pages: their first commits stay
+    ledger = read_ledger(tmp_path)
+    assert ledger.num_rows == 150
+    assert ledger.column("page_index").to_pylist() == list(range(150))
+    times = ledger.column("committed_at").to_pylist()
+    assert times == sorted(times)
+
+
 def test_compaction_folds_entries_into_one_file_with_the_same_content(tmp_path):
     rows = _manifest({"d1": ("s1", 3)}).to_pylist()
     for row in rows:
