@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.assemble.grouped import assemble_group
 from pipeline.config import ValidateConfig
@@ -39,6 +38,7 @@ from pipeline.store import (
     failpoint,
     ledger_entry,
     ocr_key,
+    read_store_file,
     result_key,
     shard_record_path,
     write_parquet_atomic,
@@ -119,7 +119,7 @@ def read_stored_ocr(batch: pa.Table, output: str) -> pa.Table:
     rows = []
     for row in wanted:
         if row["ocr_location"] not in by_location:
-            by_location[row["ocr_location"]] = pq.read_table(Path(output) / row["ocr_location"])
+            by_location[row["ocr_location"]] = read_store_file(Path(output) / row["ocr_location"])
         stored = by_location[row["ocr_location"]]
         match = stored.filter(pa.compute.equal(stored.column("key"), row["ocr_key"])).slice(0, 1).to_pylist()[0]
         match.update({name: row[name] for name in LINEAGE})
@@ -214,7 +214,7 @@ def finalize_documents(batch: pa.Table, output: str, fp: Fingerprints, validate:
             if location not in segments:
                 if len(segments) >= SEGMENTS_KEPT:
                     del segments[next(iter(segments))]  # the first read: documents come in manifest order
-                segments[location] = pq.read_table(out / location)
+                segments[location] = read_store_file(out / location)
             segment = segments[location]
             row = segment.filter(pa.compute.equal(segment.column("key"), key)).slice(0, 1).to_pylist()[0]
             row.update({name: document[name] for name in LINEAGE})
@@ -250,7 +250,7 @@ def write_shard(batch: pa.Table, output: str, pipeline_version: str, terminology
         held_back = 0
         for location in shard["documents"]:
             for name, schema in DOCUMENT_TABLES.items():
-                tables[name].append(pq.read_table(out / location / name, schema=schema))
+                tables[name].append(read_store_file(out / location / name, schema))
             held_back += is_held_back(tables["pages.parquet"][-1].num_rows, tables["quarantine.parquet"][-1].num_rows,
                                       max_document_error_rate)
         merged = {name: pa.concat_tables(parts) if parts else DOCUMENT_TABLES[name].empty_table()
