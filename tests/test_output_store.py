@@ -25,6 +25,7 @@ from pipeline.store import (
     ledger_entry,
     ocr_key,
     read_ledger,
+    read_store_file,
     result_key,
     shard_of,
     write_parquet_atomic,
@@ -87,6 +88,16 @@ def test_a_ledger_of_more_entry_files_than_one_read_group_reads_each_entry_once_
     assert ledger.column("page_index").to_pylist() == list(range(150))
     times = ledger.column("committed_at").to_pylist()
     assert times == sorted(times)
+
+
+def test_a_store_file_of_an_older_schema_is_conformed_to_the_schema_asked_for(tmp_path):
+    schema = pa.schema([("key", pa.string()), ("pages_ok", pa.int32()), ("note", pa.string())])
+    pq.write_table(pa.table({"pages_ok": pa.array([3], pa.int64()), "key": ["k"]}), tmp_path / "old.parquet")
+    pq.write_table(pa.table({"key": ["k"], "pages_ok": pa.array([3], pa.int32()), "note": ["n"]}), tmp_path / "new.parquet")
+    old = read_store_file(tmp_path / "old.parquet", schema)
+    assert old.schema.equals(schema)
+    assert old.to_pylist() == [{"key": "k", "pages_ok": 3, "note": None}]
+    assert read_store_file(tmp_path / "new.parquet", schema).to_pylist() == [{"key": "k", "pages_ok": 3, "note": "n"}]
 
 
 def test_compaction_folds_entries_into_one_file_with_the_same_content(tmp_path):
